@@ -1,0 +1,3 @@
+from .egeunet_blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
+
+__all__ = ["ChannelFirstLayerNorm", "GroupAggregationBridge", "GroupedMultiAxisHadamardAttention"]

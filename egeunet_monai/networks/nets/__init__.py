@@ -1,0 +1,3 @@
+from .egeunet import EGEUNet, EgeUNet
+
+__all__ = ["EGEUNet", "EgeUNet"]
