@@ -77,7 +77,7 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
             nn.GELU(),
             nn.Conv2d(in_channels, out_channels, 1),
         )
-        self._gate_cache: dict[tuple[int, int, str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._gate_cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def train(self, mode: bool = True) -> GroupedMultiAxisHadamardAttention:
         self._gate_cache = {}
@@ -87,18 +87,19 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
         """Forget the eval-mode gate maps (needed only if parameters change while in eval mode)."""
         self._gate_cache = {}
 
-    def _resize(self, gate: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        return F.interpolate(gate, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=True)
+    @staticmethod
+    def _resize(gate: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return F.interpolate(gate, size=(height, width), mode="bilinear", align_corners=True)
 
     def gate_maps(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three gates resized to a feature map of ``height`` x ``width`` and passed through their mixers,
         shaped to broadcast against a (N, C/4, H, W) group: (1, C/4, H, W), (1, C/4, H, 1), (1, C/4, 1, W)."""
         group = self.params_xy.shape[1]
-        xy = self.conv_xy(self._resize(self.params_xy, (height, width)))
+        xy = self.conv_xy(self._resize(self.params_xy, height, width))
         # As in the original (which permutes the features instead): the "zx" gate spans (C, H) and the
         # "zy" gate (C, W); each is mixed by a Conv1d whose channels are the C/4 rows of the resized map.
-        zx = self.conv_zx(self._resize(self.params_zx, (group, height)).squeeze(0)).reshape(1, group, height, 1)
-        zy = self.conv_zy(self._resize(self.params_zy, (group, width)).squeeze(0)).reshape(1, group, 1, width)
+        zx = self.conv_zx(self._resize(self.params_zx, group, height).squeeze(0)).reshape(1, group, height, 1)
+        zy = self.conv_zy(self._resize(self.params_zy, group, width).squeeze(0)).reshape(1, group, 1, width)
         return xy, zx, zy
 
     @torch.jit.unused
@@ -107,7 +108,7 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
         # Cache only where nothing can need gradients or a graph: eval mode under no_grad, not exporting.
         if self.training or torch.jit.is_tracing() or torch.is_grad_enabled():
             return self.gate_maps(height, width)
-        key = (height, width, str(x.device), str(x.dtype))
+        key = f"{height}x{width}:{x.device}:{x.dtype}"  # str keys keep the module scriptable
         if key not in self._gate_cache:
             self._gate_cache[key] = tuple(g.to(x.dtype) for g in self.gate_maps(height, width))  # type: ignore
         return self._gate_cache[key]

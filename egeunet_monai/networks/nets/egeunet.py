@@ -65,6 +65,7 @@ class EGEUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.deep_supervision = deep_supervision
+        self.size_divisor = DOWNSAMPLING
 
         self.encoder1 = _conv3x3(in_channels, c[0])
         self.encoder2 = _conv3x3(c[0], c[1])
@@ -113,11 +114,11 @@ class EGEUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {list(x.shape)}.")
         height, width = int(x.shape[2]), int(x.shape[3])
-        if height % DOWNSAMPLING or width % DOWNSAMPLING:
+        if height % self.size_divisor or width % self.size_divisor:
             raise ValueError(
-                f"EGE-UNet needs H and W divisible by {DOWNSAMPLING}, got {height}x{width}; "
+                f"EGE-UNet needs H and W divisible by {self.size_divisor}, got {height}x{width}; "
                 "resize or pad the image first (e.g. monai.transforms.DivisiblePad(k=32))."
             )
         full = [height, width]

@@ -1,0 +1,3 @@
+from .deep_supervision import ORIGINAL_DEEP_SUPERVISION_WEIGHTS, EGEUNetLoss
+
+__all__ = ["ORIGINAL_DEEP_SUPERVISION_WEIGHTS", "EGEUNetLoss"]
