@@ -1,3 +1,3 @@
-from .checkpoints import latest_checkpoint, resume_checkpoint, tracking_run_name
+from .checkpoints import default_weights, latest_checkpoint, resume_checkpoint, tracking_run_name
 
-__all__ = ["latest_checkpoint", "resume_checkpoint", "tracking_run_name"]
+__all__ = ["default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name"]

@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-__all__ = ["latest_checkpoint", "resume_checkpoint", "tracking_run_name"]
+__all__ = ["default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name"]
 
 _EPOCH_CHECKPOINT = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
 
@@ -46,3 +46,17 @@ def tracking_run_name(output_dir: str, resume: bool, run_name: str | None = None
     with open(record, "w", encoding="utf-8") as f:
         f.write(run_name)
     return run_name
+
+
+def default_weights(bundle_root: str) -> str:
+    """The weights inference uses when none are given: the bundle's own ``models/model.pt`` (what training
+    writes, and what a packaged bundle ships), else the released weights kept in the repository's ``bundle/``."""
+    for candidate in ("models/model.pt", "bundle/models/model.pt"):
+        path = os.path.join(bundle_root, candidate)
+        if os.path.isfile(path):
+            print(f"weights: {path}")
+            return path
+    raise FileNotFoundError(
+        f"no weights in {bundle_root}/models/model.pt or {bundle_root}/bundle/models/model.pt: train the bundle "
+        "first, or pass --ckpt_path PATH."
+    )

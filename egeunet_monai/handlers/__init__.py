@@ -1,0 +1,3 @@
+from .overlay_saver import OverlaySaver
+
+__all__ = ["OverlaySaver"]
