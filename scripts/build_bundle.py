@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Assemble the self-contained MONAI bundle ``egeunet_skin_lesion_segmentation`` (folder + zip).
+
+The bundle is put together from the repository, never kept twice in git:
+
+    configs/   -> <bundle>/configs/   (inference.json, train.json, metadata.json, ...)
+    bundle/    -> <bundle>/           (docs/README.md, LICENSE, data licence, ...; whatever exists)
+    models/    -> <bundle>/models/    (model.pt, and model.ts when present)
+
+The output is ``<out>/<name>/`` plus ``<out>/<name>_v<version>.zip`` (the zip holds the folder at its top
+level, as model-zoo bundles do). The name ends in ``_segmentation`` so that MONAI Label treats the bundle as a
+segmentation model.
+
+With ``--monailabel-app DIR`` the bundle is also placed into ``DIR/model/<name>/`` of a MONAI Label
+``monaibundle`` app. When DIR has no ``main.py`` yet, the ``monaibundle`` sample app that ships inside the
+monailabel package is copied there first (from the MONAI Label venv made by
+``scripts/setup_monailabel_env.sh``), exactly as ``monailabel apps --download --name monaibundle`` would.
+
+The network code is NOT shipped in the bundle's ``scripts/``: the bundle's configs import the installed
+``egeunet_monai`` package, which ``scripts/setup_monailabel_env.sh`` installs into the MONAI Label venv.
+
+Examples::
+
+    python scripts/build_bundle.py                                   # -> dist/egeunet_skin_lesion_segmentation/
+    python scripts/build_bundle.py --monailabel-app apps/monaibundle # + place it into a MONAI Label app
+    python scripts/build_bundle.py --weights /path/to/other_model.pt --out /tmp/b --no-zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_NAME = "egeunet_skin_lesion_segmentation"
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints")
+
+# ids MONAI Label's BundleInferTask / BundleTrainTask (monailabel 0.8.5) read from the configs
+INFER_IDS = ("network_def", "bundle_root", "device", "preprocessing", "inferer", "postprocessing")
+TRAIN_IDS = (
+    "bundle_root",
+    "device",
+    "network",
+    "train#trainer#max_epochs",
+    "train#dataset#data",
+    "validate#dataset#data",
+    "train#handlers",
+    "run",
+)
+
+
+class BundleError(RuntimeError):
+    """The bundle cannot be assembled (missing inputs or a config MONAI Label cannot use)."""
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from exc
+
+
+def _has_id(config: dict, id_: str) -> bool:
+    node = config
+    for part in id_.split("#"):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def check_monailabel_requirements(configs_dir: Path) -> list[str]:
+    """Problems that would keep MONAI Label from loading the bundle (empty list: none found)."""
+    problems: list[str] = []
+    infer_path = configs_dir / "inference.json"
+    meta_path = configs_dir / "metadata.json"
+    train_path = configs_dir / "train.json"
+    for path in (infer_path, meta_path):
+        if not path.is_file():
+            problems.append(f"{path.name} is missing")
+    if problems:
+        return problems
+
+    infer = _load_json(infer_path)
+    problems += [f"inference.json lacks the id '{i}'" for i in INFER_IDS if not _has_id(infer, i)]
+    displayable = infer.get("displayable_configs")
+    if not isinstance(displayable, dict) or displayable.get("result_extension") != ".png":
+        problems.append("inference.json lacks displayable_configs with result_extension '.png'")
+
+    meta = _load_json(meta_path)
+    fmt = meta.get("network_data_format", {})
+    inputs, outputs = fmt.get("inputs", {}), fmt.get("outputs", {})
+    if not inputs or next(iter(inputs)) != "image":
+        problems.append("metadata.json: the first network_data_format input must be 'image'")
+    if not outputs or next(iter(outputs)) != "pred":
+        problems.append("metadata.json: the first network_data_format output must be 'pred'")
+    if inputs:
+        shape = next(iter(inputs.values())).get("spatial_shape")
+        if not isinstance(shape, list) or len(shape) != 2:
+            problems.append("metadata.json: the image's spatial_shape must have 2 elements (2-D model)")
+    if outputs:
+        channel_def = next(iter(outputs.values())).get("channel_def", {})
+        labels = [v for v in channel_def.values() if str(v).lower() != "background"]
+        if not labels:
+            problems.append("metadata.json: the pred channel_def names no non-background label")
+
+    if train_path.is_file():
+        train = _load_json(train_path)
+        problems += [f"train.json lacks the id '{i}'" for i in TRAIN_IDS if not _has_id(train, i)]
+    else:
+        problems.append("train.json is missing (MONAI Label could infer but not train)")
+    return problems
+
+
+def _copy_tree_into(src: Path, dst: Path) -> None:
+    for item in sorted(src.iterdir()):
+        if IGNORED(str(src), [item.name]):
+            continue
+        target = dst / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, ignore=IGNORED, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, target)
+
+
+def assemble(
+    out_dir: Path,
+    name: str = DEFAULT_NAME,
+    configs_dir: Path = REPO_ROOT / "configs",
+    bundle_dir: Path = REPO_ROOT / "bundle",
+    models_dir: Path = REPO_ROOT / "models",
+    weights: Path | None = None,
+    allow_missing_weights: bool = False,
+    check: bool = True,
+) -> Path:
+    """Build ``out_dir/name`` and return its path."""
+    if not configs_dir.is_dir():
+        raise BundleError(f"configs folder not found: {configs_dir}")
+    if check:
+        problems = check_monailabel_requirements(configs_dir)
+        if problems:
+            raise BundleError(
+                "the configs are not usable by MONAI Label:\n  - " + "\n  - ".join(problems) + "\n(--no-check skips this)"
+            )
+
+    target = out_dir / name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+
+    # bundle/ first (docs, licences, maybe extra configs), then configs/ on top: configs/ is the source of truth
+    if bundle_dir.is_dir():
+        _copy_tree_into(bundle_dir, target)
+    else:
+        print(f"note: {bundle_dir} does not exist; the bundle gets no docs/LICENSE from it", file=sys.stderr)
+    (target / "configs").mkdir(exist_ok=True)
+    _copy_tree_into(configs_dir, target / "configs")
+
+    models_out = target / "models"
+    models_out.mkdir(exist_ok=True)
+    pt = weights if weights is not None else models_dir / "model.pt"
+    if pt.is_file():
+        shutil.copy2(pt, models_out / "model.pt")
+    elif not allow_missing_weights:
+        raise BundleError(f"no weights at {pt}: MONAI Label ignores a bundle without models/model.pt or model.ts")
+    ts = models_dir / "model.ts"
+    if weights is None and ts.is_file():
+        shutil.copy2(ts, models_out / "model.ts")
+    return target
+
+
+def make_zip(bundle: Path, out_dir: Path) -> Path:
+    """Zip ``bundle`` (the folder at the zip's top level) as ``<name>_v<version>.zip`` in ``out_dir``."""
+    version = None
+    meta = bundle / "configs" / "metadata.json"
+    if meta.is_file():
+        version = _load_json(meta).get("version")
+    zip_path = out_dir / (f"{bundle.name}_v{version}.zip" if version else f"{bundle.name}.zip")
+    if zip_path.exists():
+        zip_path.unlink()
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(bundle.rglob("*")):
+            if path.is_file():
+                zf.write(path, Path(bundle.name) / path.relative_to(bundle))
+    return zip_path
+
+
+def default_monailabel_venv() -> Path:
+    return Path(os.environ.get("MONAILABEL_VENV", REPO_ROOT / ".venv-monailabel"))
+
+
+def find_sample_app(venv: Path, app_name: str = "monaibundle") -> Path | None:
+    """The sample app that ships inside the monailabel wheel (installed under ``<venv>/monailabel/sample-apps``)."""
+    for candidate in (venv / "monailabel" / "sample-apps" / app_name, venv / "local" / "monailabel" / "sample-apps" / app_name):
+        if (candidate / "main.py").is_file():
+            return candidate
+    return None
+
+
+def place_into_app(bundle: Path, app_dir: Path, venv: Path, overwrite: bool) -> Path:
+    """Copy ``bundle`` into ``app_dir/model/``; create the monaibundle app from the installed sample first if needed."""
+    if not (app_dir / "main.py").is_file():
+        if app_dir.exists() and any(app_dir.iterdir()):
+            raise BundleError(f"{app_dir} exists, is not empty and has no main.py: not a MONAI Label app")
+        sample = find_sample_app(venv)
+        if sample is None:
+            raise BundleError(
+                f"{app_dir} has no main.py and no monaibundle sample app was found in {venv}; run "
+                "scripts/setup_monailabel_env.sh first (or set MONAILABEL_VENV / --monailabel-venv), or create the app "
+                f"with: monailabel apps --download --name monaibundle --output {app_dir.parent}"
+            )
+        shutil.copytree(
+            sample, app_dir, ignore=shutil.ignore_patterns("logs", "model", "__pycache__"), dirs_exist_ok=True
+        )
+        print(f"created MONAI Label app {app_dir} from {sample}")
+    dest = app_dir / "model" / bundle.name
+    if dest.exists():
+        if not overwrite:
+            raise BundleError(
+                f"{dest} already exists (it may hold checkpoints trained in MONAI Label); pass --overwrite to replace it"
+            )
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(bundle, dest)
+    return dest
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "dist", help="output folder (default: <repo>/dist)")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"bundle folder name (default: {DEFAULT_NAME})")
+    parser.add_argument("--configs", type=Path, default=REPO_ROOT / "configs", help="configs folder (default: <repo>/configs)")
+    parser.add_argument(
+        "--bundle-extras", type=Path, default=REPO_ROOT / "bundle", help="docs/LICENSE folder (default: <repo>/bundle)"
+    )
+    parser.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="weights folder (default: <repo>/models)")
+    parser.add_argument("--weights", type=Path, default=None, help="use this file as models/model.pt instead")
+    parser.add_argument("--allow-missing-weights", action="store_true", help="build even without model.pt")
+    parser.add_argument("--no-zip", action="store_true", help="do not write the zip")
+    parser.add_argument("--no-check", action="store_true", help="skip the check of the ids MONAI Label needs")
+    parser.add_argument(
+        "--monailabel-app",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also place the bundle into DIR/model/ of a MONAI Label monaibundle app (created from the installed "
+        "sample app when DIR has no main.py)",
+    )
+    parser.add_argument(
+        "--monailabel-venv",
+        type=Path,
+        default=None,
+        help="MONAI Label venv holding the sample app (default: $MONAILABEL_VENV or <repo>/.venv-monailabel)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a bundle already in the app's model/ folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    try:
+        bundle = assemble(
+            out,
+            name=args.name,
+            configs_dir=args.configs,
+            bundle_dir=args.bundle_extras,
+            models_dir=args.models,
+            weights=args.weights,
+            allow_missing_weights=args.allow_missing_weights,
+            check=not args.no_check,
+        )
+        print(f"bundle: {bundle}")
+        if not args.no_zip:
+            print(f"zip:    {make_zip(bundle, out)}")
+        if args.monailabel_app is not None:
+            venv = args.monailabel_venv or default_monailabel_venv()
+            dest = place_into_app(bundle, args.monailabel_app.resolve(), venv, args.overwrite)
+            print(f"placed: {dest}")
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
