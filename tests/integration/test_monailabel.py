@@ -1,0 +1,361 @@
+"""The bundle in a real MONAI Label 0.8.5 server: listed, infers on real dermoscopy images, learns from a label.
+
+What it does, end to end, with nothing mocked:
+
+1. ``scripts/setup_monailabel_env.sh`` makes (or finds) the separate MONAI Label venv; a few seconds when it
+   exists, about 10 minutes and 8 GB the first time.
+2. ``scripts/build_bundle.py`` builds the bundle from ``configs/`` + ``bundle/`` + ``models/`` and places it
+   into a fresh ``monaibundle`` app in ``tmp_path``.
+3. A datastore of 5 real images (4 ISIC 2017 at 256x256, 1 PH2 at 765x572) from ``../shared/data``; 2 of them
+   come with their ISIC 0/255 masks already in ``labels/final/``.
+4. ``monailabel start_server`` runs as a subprocess on 127.0.0.1 (a free port), in its own process group, which
+   is killed at teardown whatever happens (the training subprocess of the server belongs to it too).
+
+Skips (with the reason) only outside CI: when ``../shared/data`` is absent, when the MONAI Label environment
+cannot be set up, or when ``EGEUNET_SKIP_MONAILABEL=1``. Under ``CI=true`` each of these fails instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = "egeunet_skin_lesion_segmentation"
+LABEL_NAME = "skin lesion"
+HOST = "127.0.0.1"  # the server never listens anywhere else
+
+# 4 ISIC 2017 images (256x256) and 1 PH2 image (765x572): the server must give masks at each image's own size
+ISIC_IDS = ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002", "ISIC_0000003"]
+PH2_ID = "IMD002"
+PRELABELLED = ["ISIC_0000002", "ISIC_0000003"]  # 0/255 masks, as ISIC ships them
+SAVED_VIA_API = ["ISIC_0000001", PH2_ID]  # 0/1 masks, as MONAI Label saves them
+
+# Dice of the server's masks against the expert masks of the 5 images, measured on 2026-11-27 with the
+# weights the bundle was built with. models/model.pt was not in the repo yet, so the bundle got the fallback
+# of `bundle_weights`: the original implementation's 17-epoch ISIC 2017 checkpoint
+# (../shared/reference/original_trained_isic2017_17ep.pth, converted). Measured:
+#   ISIC_0000000 0.985, ISIC_0000001 0.882, ISIC_0000002 0.961, ISIC_0000003 0.977, IMD002 (PH2, 765x572) 0.907;
+#   mean 0.942, min 0.882.
+# Asserted a little below: mean > 0.90 and every image > 0.85. (The ISIC images are training images of
+# that checkpoint; PH2 is not. Re-measure when models/model.pt changes.)
+MIN_MEAN_DICE = 0.90
+MIN_IMAGE_DICE = 0.85
+
+SERVER_START_TIMEOUT_S = 300
+TRAIN_TIMEOUT_S = 900
+SETUP_TIMEOUT_S = 3600
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _skip_or_fail(reason: str) -> None:
+    if _in_ci():
+        pytest.fail(f"{reason} (and CI=true requires this test to run)")
+    pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------------------------------- HTTP helpers
+def _request(method: str, url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 300):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read()
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, content, ctype) in files.items():
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n".encode()
+        )
+        out.write(content)
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def _png_bytes(mask01: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask01.astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    denom = pred.sum() + truth.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(pred, truth).sum() / denom)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def monailabel_venv(tmp_path_factory) -> Path:
+    if os.environ.get("EGEUNET_SKIP_MONAILABEL") == "1":
+        _skip_or_fail("EGEUNET_SKIP_MONAILABEL=1")
+    venv = Path(os.environ.get("MONAILABEL_VENV", REPO_ROOT / ".venv-monailabel"))
+    log = tmp_path_factory.mktemp("setup") / "setup_monailabel_env.log"
+    env = {**os.environ, "MONAILABEL_VENV": str(venv)}
+    try:
+        with log.open("w") as fh:
+            proc = subprocess.run(
+                ["bash", str(REPO_ROOT / "scripts" / "setup_monailabel_env.sh")],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=SETUP_TIMEOUT_S,
+                check=False,
+            )
+        ok = proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        ok = False
+    if not ok:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        _skip_or_fail(f"the MONAI Label environment could not be set up in {venv}:\n{tail}")
+    assert (venv / "bin" / "monailabel").exists(), f"{venv}/bin/monailabel missing after set-up"
+    return venv
+
+
+@pytest.fixture(scope="module")
+def bundle_weights(tmp_path_factory, shared_reference_dir_or_none) -> Path | None:
+    """models/model.pt of the repo; without it, the original 17-epoch checkpoint converted (see MIN_*_DICE)."""
+    released = REPO_ROOT / "models" / "model.pt"
+    if released.is_file():
+        return None  # build_bundle.py takes models/ itself
+    if shared_reference_dir_or_none is None:
+        _skip_or_fail("no models/model.pt in the repo and no ../shared/reference checkpoint to fall back on")
+    import torch
+
+    from egeunet_monai.networks import convert_original_state_dict
+
+    out = tmp_path_factory.mktemp("weights") / "model.pt"
+    torch.save(convert_original_state_dict(shared_reference_dir_or_none / "original_trained_isic2017_17ep.pth"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shared_reference_dir_or_none() -> Path | None:
+    ref = REPO_ROOT.parent / "shared" / "reference"
+    return ref if (ref / "original_trained_isic2017_17ep.pth").is_file() else None
+
+
+@pytest.fixture(scope="module")
+def datastore(tmp_path_factory, shared_data_dir) -> dict:
+    """A studies folder with 5 real images, 2 of them labelled (0/255); returns paths of images and masks."""
+    studies = tmp_path_factory.mktemp("studies")
+    final = studies / "labels" / "final"
+    final.mkdir(parents=True)
+    images, masks = {}, {}
+    sources = [(i, shared_data_dir / "isic2017_train_256") for i in ISIC_IDS] + [(PH2_ID, shared_data_dir / "ph2")]
+    for image_id, root in sources:
+        src, mask = root / "images" / f"{image_id}.jpg", root / "masks" / f"{image_id}_segmentation.png"
+        assert src.is_file() and mask.is_file(), f"{src} or {mask} missing from ../shared/data"
+        (studies / src.name).write_bytes(src.read_bytes())
+        images[image_id], masks[image_id] = studies / src.name, mask
+        if image_id in PRELABELLED:
+            (final / f"{image_id}.png").write_bytes(mask.read_bytes())  # 0/255, ISIC style
+    return {"studies": studies, "images": images, "masks": masks}
+
+
+@pytest.fixture(scope="module")
+def app_dir(tmp_path_factory, monailabel_venv, bundle_weights) -> Path:
+    work = tmp_path_factory.mktemp("monailabel")
+    app = work / "apps" / "monaibundle"
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "build_bundle.py"),
+        "--out",
+        str(work / "dist"),
+        "--monailabel-app",
+        str(app),
+        "--monailabel-venv",
+        str(monailabel_venv),
+    ]
+    if bundle_weights is not None:
+        cmd += ["--weights", str(bundle_weights)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"build_bundle.py failed:\n{proc.stdout}\n{proc.stderr}"
+    assert (work / "dist" / MODEL / "configs" / "inference.json").is_file()
+    assert list((work / "dist").glob(f"{MODEL}*.zip")), "no bundle zip written"
+    assert (app / "main.py").is_file() and (app / "model" / MODEL / "models" / "model.pt").is_file()
+    return app
+
+
+@pytest.fixture(scope="module")
+def server(app_dir, datastore, monailabel_venv, tmp_path_factory):
+    port = _free_port()
+    base = f"http://{HOST}:{port}"
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(
+        PATH=f"{monailabel_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(monailabel_venv),
+        MONAI_LABEL_SESSION_PATH=str(log_path.parent / "sessions"),
+        MONAI_LABEL_DATASTORE_AUTO_RELOAD="true",
+    )
+    cmd = [
+        str(monailabel_venv / "bin" / "monailabel"),
+        "start_server",
+        "--app", str(app_dir),
+        "--studies", str(datastore["studies"]),
+        "--conf", "models", MODEL,
+        "--conf", "zoo_source", "github",  # use the local bundle folder, never the model zoo
+        "--conf", "sam2", "false",  # no SAM2 (it would download weights)
+        "--host", HOST,
+        "--port", str(port),
+    ]  # fmt: skip
+    log = log_path.open("w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=app_dir, start_new_session=True)
+    try:
+        info = None
+        while time.monotonic() - t0 < SERVER_START_TIMEOUT_S:
+            if proc.poll() is not None:
+                break
+            try:
+                status, _, body = _request("GET", f"{base}/info/", timeout=10)
+                if status == 200:
+                    info = json.loads(body)
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(1)
+        startup_s = time.monotonic() - t0
+        if info is None:
+            log.flush()
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+            pytest.fail(f"MONAI Label server did not answer /info/ within {SERVER_START_TIMEOUT_S} s:\n{tail}")
+        print(f"MONAI Label server up in {startup_s:.1f} s on {base}")
+        yield {"base": base, "info": info, "log": log_path, "app": app_dir, "startup_s": startup_s}
+    finally:
+        # stop the server and everything it started (its training subprocess shares its process group)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+def _infer(base: str, image_id: str) -> tuple[np.ndarray, float]:
+    t0 = time.monotonic()
+    status, ctype, body = _request("POST", f"{base}/infer/{MODEL}?image={urllib.parse.quote(image_id)}&output=image")
+    elapsed = time.monotonic() - t0
+    assert status == 200, f"/infer/{MODEL} on {image_id}: HTTP {status}: {body[:2000]!r}"
+    assert body[:8] == b"\x89PNG\r\n\x1a\n", f"the result is not a PNG (Content-Type {ctype}): {body[:64]!r}"
+    img = Image.open(io.BytesIO(body))
+    assert img.mode in ("L", "1", "P"), f"the mask of {image_id} is not single channel: mode {img.mode}"
+    return np.asarray(img), elapsed
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def test_info_lists_the_model_and_its_label(server):
+    info = server["info"]
+    assert MODEL in info["models"], f"model not listed: {list(info['models'])}"
+    model = info["models"][MODEL]
+    assert model["type"] == "segmentation"
+    assert model["dimension"] == 2
+    assert model["labels"] == {LABEL_NAME: 1}
+    assert LABEL_NAME in info["labels"]
+    assert model["config"].get("result_extension") == ".png"
+    assert MODEL in info["trainers"], f"no trainer for the bundle: {list(info['trainers'])}"
+    assert info["datastore"]["total"] == 5
+    assert info["datastore"]["completed"] == len(PRELABELLED)
+
+
+def test_infer_returns_a_binary_mask_of_the_image_size_that_matches_the_expert(server, datastore):
+    dices, times = {}, []
+    for image_id, path in datastore["images"].items():
+        mask, elapsed = _infer(server["base"], image_id)
+        times.append(elapsed)
+        with Image.open(path) as photo:
+            width, height = photo.size
+        assert mask.shape == (height, width), f"{image_id}: mask {mask.shape}, image {(height, width)}"
+        assert set(np.unique(mask).tolist()) <= {0, 1}, f"{image_id}: not a 0/1 mask: {np.unique(mask)}"
+        truth = np.asarray(Image.open(datastore["masks"][image_id])) > 0
+        dices[image_id] = _dice(mask > 0, truth)
+    print(f"Dice per image: { {k: round(v, 3) for k, v in dices.items()} }; infer times (s): {np.round(times, 2)}")
+    assert min(dices.values()) > MIN_IMAGE_DICE, dices
+    assert float(np.mean(list(dices.values()))) > MIN_MEAN_DICE, dices
+
+
+def test_saved_labels_train_one_epoch_and_write_a_new_checkpoint(server, datastore):
+    base = server["base"]
+    # an annotator saves corrected masks: single channel 0/1 PNG, what MONAI Label clients save
+    for image_id in SAVED_VIA_API:
+        mask01 = (np.asarray(Image.open(datastore["masks"][image_id])) > 0).astype(np.uint8)
+        body, ctype = _multipart(
+            {"params": json.dumps({"label_info": [{"name": LABEL_NAME, "idx": 1}]})},
+            {"label": (f"{image_id}.png", _png_bytes(mask01), "image/png")},
+        )
+        status, _, resp = _request(
+            "PUT", f"{base}/datastore/label?image={image_id}&tag=final", data=body, headers={"Content-Type": ctype}
+        )
+        assert status == 200, f"saving the label of {image_id}: HTTP {status}: {resp[:1000]!r}"
+        assert (datastore["studies"] / "labels" / "final" / f"{image_id}.png").is_file()
+    status, _, resp = _request("GET", f"{base}/info/")
+    assert json.loads(resp)["datastore"]["completed"] == len(PRELABELLED) + len(SAVED_VIA_API)
+
+    models_dir = server["app"] / "model" / MODEL / "models"
+    before = {p.name: p.stat().st_mtime_ns for p in models_dir.glob("*")}
+    t0 = time.monotonic()
+    # 4 labelled images, val_split 0.25: 3 to train on, 1 to validate (whose Dice picks the checkpoint)
+    params = json.dumps({"max_epochs": 1, "val_split": 0.25, "multi_gpu": False}).encode()
+    status, _, resp = _request(
+        "POST", f"{base}/train/{MODEL}", data=params, headers={"Content-Type": "application/json"}
+    )
+    assert status == 200, f"/train/{MODEL}: HTTP {status}: {resp[:1000]!r}"
+    task = {}
+    while time.monotonic() - t0 < TRAIN_TIMEOUT_S:
+        time.sleep(2)
+        status, _, resp = _request("GET", f"{base}/train/")
+        task = json.loads(resp) if status == 200 else {}
+        if task.get("status") not in (None, "SUBMITTED", "RUNNING"):
+            break
+    train_s = time.monotonic() - t0
+    details = "\n".join(task.get("details", [])[-40:])
+    assert task.get("status") == "DONE", f"training ended as {task.get('status')} after {train_s:.0f} s:\n{details}"
+
+    after = {p.name: p.stat().st_mtime_ns for p in models_dir.glob("*")}
+    new_or_updated = [n for n, ts in after.items() if n not in before or ts > before[n]]
+    assert new_or_updated, f"training finished ({train_s:.0f} s) but wrote no checkpoint in {models_dir}:\n{details}"
+    print(f"1-epoch training through MONAI Label: {train_s:.1f} s; new checkpoint(s): {new_or_updated}")
+
+    # the server picks the new weights up for the next inference, which still gives a valid mask
+    mask, _ = _infer(base, PH2_ID)
+    with Image.open(datastore["images"][PH2_ID]) as photo:
+        assert mask.shape == (photo.size[1], photo.size[0])
+    assert set(np.unique(mask).tolist()) <= {0, 1}
