@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Accuracy report for a trained EGE-UNet on folders of dermoscopy images with expert masks.
+
+Prints one table by source (each dataset folder): the original paper's pooled metrics at 256x256, the
+per-image means and the ISIC thresholded Jaccard, and the same at each image's original resolution (the
+prediction resized back, as the inference config does). Writes the per-image CSV, a summary JSON and an
+overlay contact sheet.
+
+The images go through the bundle's own transforms (configs/train.json ``validate#preprocessing`` for the 256x256
+image and mask, configs/inference.json ``preprocessing`` and MONAI ``Invertd`` for the way back), so the
+figures are those of the bundle, not of a second pipeline.
+
+Examples:
+  # the released model on its own validation split (the figures of the model card)
+  python scripts/evaluation_report.py --data ../shared/data/isic2017_train_256 ../shared/data/ph2 \\
+      --split bundle/splits/isic2017_ph2_seed0.json --out runs/report
+
+  # any model on any folder of images/<id>.jpg + masks/<id>_segmentation.png
+  python scripts/evaluation_report.py --data my_clinic_set --weights runs/release/models/model.pt --out report
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Invertd, LoadImage
+from PIL import Image
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from egeunet_monai.data import DermoscopyImageReader, pair_images_and_masks  # noqa: E402
+from egeunet_monai.engines import default_weights  # noqa: E402
+from egeunet_monai.metrics import per_image_scores, pooled_metrics  # noqa: E402
+from egeunet_monai.visualize import draw_overlay, overlay_sheet  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", required=True, help="dataset folders (images/ + masks/), one source each")
+    p.add_argument("--split", help="a split file (datalist_split.json or bundle/splits/*.json): keep only its ids")
+    p.add_argument("--subset", default="validation", help="which list of the split file to evaluate (default: %(default)s)")
+    p.add_argument("--weights", help="model.pt (default: models/model.pt, else the released bundle/models/model.pt)")
+    p.add_argument("--out", default="runs/report", help="output folder (default: %(default)s)")
+    p.add_argument("--overlays", type=int, default=8, help="images in the overlay sheet (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def split_ids(split_file: str, subset: str) -> set[str]:
+    content = json.loads(Path(split_file).read_text())
+    if subset not in content:
+        raise SystemExit(f"{split_file} has no '{subset}' list (it has: {', '.join(content)})")
+    return {item["id"] if isinstance(item, dict) else str(item) for item in content[subset]}
+
+
+def load_bundle(weights: str) -> tuple[torch.nn.Module, object, object]:
+    train = ConfigParser()
+    train.read_config(str(REPO_ROOT / "configs" / "train.json"))
+    infer = ConfigParser()
+    infer.read_config(str(REPO_ROOT / "configs" / "inference.json"))
+    network = infer.get_parsed_content("network_def").eval()
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    return network, train.get_parsed_content("validate#preprocessing"), infer.get_parsed_content("preprocessing")
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    weights = args.weights or default_weights(str(REPO_ROOT))
+    network, val_pre, infer_pre = load_bundle(weights)
+    keep = split_ids(args.split, args.subset) if args.split else None
+    items = [it for d in args.data for it in pair_images_and_masks(d) if keep is None or it["id"] in keep]
+    if not items:
+        raise SystemExit("no image/mask pairs to evaluate (check --data and --split)")
+    invert = Invertd(keys="pred", transform=infer_pre, orig_keys="image", nearest_interp=False)
+    load_mask = LoadImage(reader=DermoscopyImageReader(kind="mask"), image_only=True, ensure_channel_first=True)
+
+    counts = {res: defaultdict(lambda: np.zeros(4, dtype=np.int64)) for res in ("256", "original")}
+    rows, overlays, titles = [], [], []
+    for item in tqdm(items, desc="evaluating", unit="img"):
+        label256 = val_pre({"image": item["image"], "label": item["label"]})["label"]
+        pre = infer_pre({"image": item["image"]})
+        with torch.no_grad():
+            prob = torch.sigmoid(network(pre["image"][None].float()))[0]
+        pred256 = (prob >= args.threshold).float()
+        # the probabilities carry the image's transforms, so Invertd can undo the resize
+        pred = MetaTensor(prob.as_tensor(), meta=pre["image"].meta, applied_operations=pre["image"].applied_operations)
+        back = invert({"image": pre["image"], "pred": pred})["pred"]
+        pred_orig = (back >= args.threshold).float()
+        mask_orig = load_mask(item["label"]).float()
+
+        row = {"id": item["id"], "source": item["source"], "height": int(mask_orig.shape[-1]), "width": int(mask_orig.shape[-2])}
+        for res, (p, y) in {"256": (pred256, label256), "original": (pred_orig, mask_orig)}.items():
+            p, y = p[None].bool(), (y[None] > 0.5)
+            tp, fp, fn = int((p & y).sum()), int((p & ~y).sum()), int((~p & y).sum())
+            tn = p.numel() - tp - fp - fn
+            counts[res][item["source"]] += (tp, fp, fn, tn)
+            counts[res]["all"] += (tp, fp, fn, tn)
+            scores = per_image_scores(p.float(), y.float(), threshold=None)
+            for k, v in scores.items():
+                row[f"{k}_{res}"] = round(float(v[0]), 5)
+        rows.append(row)
+        if len(overlays) < args.overlays:
+            photo = np.asarray(Image.open(item["image"]).convert("RGB"))
+            to_hw = lambda t: t[0].numpy().T > 0.5  # noqa: E731  (C, W, H) -> (H, W)
+            overlays.append(draw_overlay(photo, to_hw(pred_orig), to_hw(mask_orig)))
+            titles.append(f"{item['id']} Dice {row['dice_original']:.3f}")
+
+    summary: dict = {"weights": str(weights), "images": len(rows), "by_source": {}}
+    for source in sorted({r["source"] for r in rows}) + ["all"]:
+        sel = [r for r in rows if source == "all" or r["source"] == source]
+        entry = {"images": len(sel)}
+        for res in ("256", "original"):
+            pooled = pooled_metrics(*counts[res][source])
+            entry[res] = {f"pooled_{k}": v for k, v in pooled.items()}
+            for k in ("dice", "iou", "thresholded_jaccard"):
+                entry[res][f"mean_{k}"] = float(np.mean([r[f"{k}_{res}"] for r in sel]))
+        summary["by_source"][source] = entry
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    Image.fromarray(overlay_sheet(overlays, titles)).save(out / "overlays.png")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    head = (
+        "| source | images | resolution | pooled DSC | pooled mIoU | mean Dice | mean IoU | thresholded Jaccard "
+        "| sensitivity | specificity | accuracy |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for source, e in summary["by_source"].items():
+        for res in ("256", "original"):
+            m = e[res]
+            lines.append(
+                f"| {source} | {e['images']} | {'256x256' if res == '256' else 'original'} | {m['pooled_dsc']:.4f} "
+                f"| {m['pooled_miou']:.4f} | {m['mean_dice']:.4f} | {m['mean_iou']:.4f} | "
+                f"{m['mean_thresholded_jaccard']:.4f} | {m['pooled_sensitivity']:.4f} | "
+                f"{m['pooled_specificity']:.4f} | {m['pooled_accuracy']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    summary = evaluate(args)
+    table = format_table(summary)
+    print(f"weights: {summary['weights']}\n\n{table}")
+    Path(args.out, "table.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
