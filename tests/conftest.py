@@ -5,6 +5,8 @@ implementation's reference outputs in ``<repo root>/../shared/reference``."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,29 @@ def shared_data_dir() -> Path:
 def shared_reference_dir() -> Path:
     """``<repo root>/../shared/reference``; skips the test when absent, fails it when ``CI=true``."""
     return require_shared_reference()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``model.pt`` trained by the bundle itself (``configs/train.json``, 2 epochs on 8 synthetic 64x64 images):
+    real weights for inference tests, made in a temporary folder. ``EGEUNET_TEST_WEIGHTS=path`` uses that
+    checkpoint instead (e.g. the released weights, for a docs screenshot)."""
+    if os.environ.get("EGEUNET_TEST_WEIGHTS"):
+        return Path(os.environ["EGEUNET_TEST_WEIGHTS"]).resolve()
+    from egeunet_monai.data import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    data = generate_synthetic_dataset(root / "data", num_images=8, size=64)
+    # the arguments of a normal training run: only the data, the size and the length are made small
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training",
+           "--config_file", str(REPO_ROOT / "configs" / "train.json"), "--bundle_root", str(root), "--output_dir", str(root / "runs"), "--ckpt_dir", str(root / "models"),
+           "--dataset_dir", data, "--image_size", "[64, 64]", "--batch_size", "4", "--max_epochs", "2",
+           "--num_workers", "0"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    weights = root / "models" / "model.pt"
+    if proc.returncode != 0 or not weights.is_file():
+        pytest.fail(f"bundle training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
+    return weights
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
