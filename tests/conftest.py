@@ -79,7 +79,8 @@ def tiny_bundle_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = generate_synthetic_dataset(root / "data", num_images=8, size=64)
     # the arguments of a normal training run: only the data, the size and the length are made small
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training",
-           "--config_file", str(REPO_ROOT / "configs" / "train.json"), "--bundle_root", str(root), "--output_dir", str(root / "runs"), "--ckpt_dir", str(root / "models"),
+           "--config_file", str(REPO_ROOT / "configs" / "train.json"), "--bundle_root", str(root),
+           "--output_dir", str(root / "runs"), "--ckpt_dir", str(root / "models"),
            "--dataset_dir", data, "--image_size", "[64, 64]", "--batch_size", "4", "--max_epochs", "2",
            "--num_workers", "0"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
