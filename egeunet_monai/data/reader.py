@@ -122,7 +122,7 @@ def _open_decoded(fname: str, max_pixels: int | None, open_kwargs: dict) -> Imag
             # PIL warns above ~89 megapixels; `max_pixels` below is the limit that applies here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fname, **open_kwargs)
-    except (OSError, Image.DecompressionBombError) as err:
+    except Exception as err:  # not only OSError: e.g. ValueError for a PNG text chunk that inflates past 1 MB
         raise _open_error(fname, err) from err
 
     with img:

@@ -1,3 +1,21 @@
+from .checkpoint_saver import (
+    CheckpointWriteError,
+    DurableCheckpointSaver,
+    DurableDiskSaver,
+    resumable_state,
+    save_durably,
+)
+from .mlflow_handler import TolerantMLFlowHandler, TrackingWarning, tracking_state
 from .overlay_saver import OverlaySaver
 
-__all__ = ["OverlaySaver"]
+__all__ = [
+    "CheckpointWriteError",
+    "DurableCheckpointSaver",
+    "DurableDiskSaver",
+    "OverlaySaver",
+    "TolerantMLFlowHandler",
+    "TrackingWarning",
+    "resumable_state",
+    "save_durably",
+    "tracking_state",
+]
