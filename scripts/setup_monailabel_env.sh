@@ -28,7 +28,8 @@ log() { echo "[setup_monailabel_env] $*"; }
 check_env() {
     # 0: monailabel + egeunet_monai from this repo; 2: monailabel ok, egeunet_monai missing/elsewhere; 1: broken
     [ -x "$VENV/bin/python" ] || return 1
-    "$VENV/bin/python" - "$REPO_ROOT" <<'PY' || return $?
+    # from / and without PYTHONPATH, so that a checkout in the working directory cannot mask the installed one
+    (cd / && env -u PYTHONPATH "$VENV/bin/python" - "$REPO_ROOT") <<'PY' || return $?
 import sys
 from pathlib import Path
 try:
