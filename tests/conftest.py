@@ -90,6 +90,38 @@ def tiny_bundle_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return weights
 
 
+CLI_TEST_IMAGES = ("ph2/images/IMD002.jpg", "ph2/images/IMD003.jpg", "isic2017_train_256/images/ISIC_0000000.jpg",
+                   "isic2017_train_256/images/ISIC_0000001.jpg")
+CORRUPT_IMAGE_NAME = "corrupt_photo.jpg"
+
+
+@pytest.fixture(scope="session")
+def cli_predictions(shared_data_dir: Path, tiny_bundle_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One run of the installed ``egeunet-monai predict`` console script on a folder of 4 real images
+    (:data:`CLI_TEST_IMAGES`) and one truncated JPEG (:data:`CORRUPT_IMAGE_NAME`), with ``--overlay
+    --probabilities``. Returns a namespace: ``inputs`` and ``out`` (folders), ``images`` (the good files' names),
+    ``corrupt`` (the bad file's name) and ``proc`` (the finished process); shared by the CLI tests and the viewer's
+    browser test, which compares its results with the CLI's."""
+    import shutil
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("cli_predict")
+    inputs, out = root / "photos", root / "results"
+    inputs.mkdir()
+    for name in CLI_TEST_IMAGES:
+        shutil.copy(shared_data_dir / name, inputs)
+    whole = (shared_data_dir / "ph2" / "images" / "IMD004.jpg").read_bytes()
+    (inputs / CORRUPT_IMAGE_NAME).write_bytes(whole[: len(whole) // 3])  # a download cut short
+    script = Path(sys.executable).with_name("egeunet-monai")
+    if not script.is_file():
+        pytest.fail(f"{script}: the console script is not installed (pip install -e .)", pytrace=False)
+    cmd = [str(script), "predict", str(inputs), "--out", str(out), "--weights", str(tiny_bundle_weights),
+           "--overlay", "--probabilities", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    images = [Path(name).name for name in CLI_TEST_IMAGES]
+    return SimpleNamespace(inputs=inputs, out=out, images=images, corrupt=CORRUPT_IMAGE_NAME, proc=proc)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tests that use the real data get the `shared_data` marker, so `-m "not shared_data"` deselects them
     for item in items:

@@ -1,0 +1,264 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""The ``egeunet-monai`` command: ``predict``, ``serve``, and shortcuts to the bundle's ``train``, ``evaluate``
+and ``export``.
+
+argparse rather than ``fire`` (a dependency already used by ``monai.bundle``): argparse gives each subcommand a
+``--help`` with a usage line, typed options and an examples section, ``--flag`` booleans and several positional
+paths, whereas fire derives the help from a signature, parses arguments as Python literals (a file named
+``1e3.jpg`` or ``[a].png`` would not stay a string) and has no room for examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+_EXAMPLES_MAIN = """\
+examples:
+  egeunet-monai predict photos/ --out masks/ --overlay
+  egeunet-monai serve                  # then open http://127.0.0.1:8000
+  egeunet-monai train --dataset_dir ../shared/data/ph2 --max_epochs 50
+  egeunet-monai evaluate --dataset_dir ../shared/data/ph2
+  egeunet-monai export --onnx
+
+Run `egeunet-monai COMMAND --help` for the options of each command.
+"""
+
+_EXAMPLES_PREDICT = """\
+examples:
+  egeunet-monai predict lesion.jpg --out results/
+  egeunet-monai predict photos/ more/IMD002.jpg --out results/ --overlay --probabilities
+  egeunet-monai predict photos/ --out results/ --weights models/model.ts
+  egeunet-monai predict photos/ --out results/ --weights models/model.onnx   # needs egeunet-monai[onnx]
+
+writes, in --out:
+  <id>_mask.png      the lesion mask (0/255) at the image's original size, as the bundle writes it
+  <id>_overlay.png   with --overlay: the photo with the predicted lesion outlined
+  <id>_prob.png      with --probabilities: the sigmoid probability x 255
+  predictions.csv    one row per input: lesion area in pixels and as a fraction of the image, mean confidence
+                     (mean probability inside the lesion), and the error for files that failed
+
+The exit code is 0 when every image was segmented, 1 when any failed (the others are still processed).
+"""
+
+_EXAMPLES_SERVE = """\
+examples:
+  egeunet-monai serve                                 # http://127.0.0.1:8000, default weights
+  egeunet-monai serve --port 8080 --weights models/model.ts
+  egeunet-monai serve --host 0.0.0.0 --port 8000      # reachable from other machines: mind who can reach it
+
+Open the address in a browser, choose or drop a JPEG/PNG dermoscopy photograph, and the page shows the lesion
+outline, a mask toggle, the lesion area and the mean confidence, and a link to download the mask PNG.
+"""
+
+_EXAMPLES_TRAIN = """\
+Runs: python -m monai.bundle run training --config_file configs/train.json --bundle_root ROOT [ARGS...]
+Any other argument goes to the bundle unchanged (config ids such as --max_epochs, --dataset_dir, --resume).
+
+examples:
+  egeunet-monai train                                  # synthetic data, a quick demo
+  egeunet-monai train --dataset_dir ../shared/data/isic2017_train_256,../shared/data/ph2 --max_epochs 300
+  egeunet-monai train --resume true                    # continue an interrupted run
+  egeunet-monai train --dry-run --max_epochs 2         # print the command only
+"""
+
+_EXAMPLES_EVALUATE = """\
+Runs: python -m monai.bundle run evaluating
+        --config_file "['configs/train.json','configs/evaluate.json']" --bundle_root ROOT [ARGS...]
+Any other argument goes to the bundle unchanged (e.g. --dataset_dir, --ckpt_path, --output_dir).
+
+examples:
+  egeunet-monai evaluate --dataset_dir ../shared/data/ph2
+  egeunet-monai evaluate --dataset_dir ../shared/data/ph2 --ckpt_path runs/release/models/model.pt
+"""
+
+_EXAMPLES_EXPORT = """\
+Runs: python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt
+        --meta_file configs/metadata.json --config_file configs/inference.json   (paths under ROOT)
+or, with --onnx: python -m monai.bundle onnx_export network_def --filepath models/model.onnx ...
+        --input_shape "[1, 3, 256, 256]"
+Any other argument goes to the bundle unchanged.
+
+examples:
+  egeunet-monai export                                  # models/model.pt -> models/model.ts
+  egeunet-monai export --onnx                           # models/model.pt -> models/model.onnx
+  egeunet-monai export --ckpt runs/release/models/model.pt --out /tmp/model.ts
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples shown as written (the defaults are in each option's help)."""
+
+
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--bundle-root",
+        type=Path,
+        default=None,
+        help="the bundle folder holding configs/ (default: this checkout's root)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``egeunet-monai`` (exposed for the docs and the tests)."""
+    from egeunet_monai import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="egeunet-monai",
+        description="EGE-UNet skin-lesion segmentation: segment your own dermoscopy photographs, browse the results "
+        "in a local web page, and train, evaluate or export the MONAI bundle.",
+        epilog=_EXAMPLES_MAIN,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = subs.add_parser(
+        "predict",
+        help="segment images or folders of images",
+        description="Segment dermoscopy photographs with the bundle's inference pipeline (configs/inference.json).",
+        epilog=_EXAMPLES_PREDICT,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files (JPEG/PNG...) or folders")
+    p.add_argument("--out", "-o", type=Path, required=True,
+                   help="output folder (created if needed; files of the same name in it are replaced)")
+    p.add_argument("--weights", "-w", type=Path, default=None, help="model.pt, model.ts or model.onnx "
+                   "(default: models/model.pt, else the released bundle/models/model.pt)")
+    p.add_argument("--overlay", action="store_true", help="also write <id>_overlay.png: the outline on the photo")
+    p.add_argument("--probabilities", action="store_true", help="also write <id>_prob.png, the probability map")
+    p.add_argument("--device", default=None, help="cpu, cuda:0... (default: CUDA when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(p)
+
+    s = subs.add_parser(
+        "serve",
+        help="a local web page to segment one image at a time",
+        description="Start a small local web app: upload a photo, see the lesion outlined with its area.",
+        epilog=_EXAMPLES_SERVE,
+        formatter_class=_Formatter,
+    )
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only)")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    s.add_argument("--weights", "-w", type=Path, default=None, help="model.pt, model.ts or model.onnx (default as for "
+                   "predict)")
+    s.add_argument("--max-upload-mb", type=float, default=20.0,
+                   help="largest accepted upload, in megabytes (default 20)")
+    s.add_argument("--device", default=None, help="cpu, cuda:0... (default: CUDA when available)")
+    _add_common(s)
+
+    for name, help_text, epilog in (
+        ("train", "train the bundle (python -m monai.bundle run training)", _EXAMPLES_TRAIN),
+        ("evaluate", "evaluate a checkpoint (python -m monai.bundle run evaluating)", _EXAMPLES_EVALUATE),
+        ("export", "export the weights to TorchScript or ONNX (monai.bundle ckpt_export)", _EXAMPLES_EXPORT),
+    ):
+        b = subs.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                            epilog=epilog, formatter_class=_Formatter)
+        if name == "export":
+            b.add_argument("--onnx", action="store_true", help="export ONNX (monai.bundle onnx_export) instead")
+            b.add_argument("--ckpt", type=Path, default=None,
+                           help="checkpoint to export (default ROOT/models/model.pt)")
+            b.add_argument("--out", type=Path, default=None, help="file to write (default ROOT/models/model.ts|.onnx)")
+        b.add_argument("--dry-run", action="store_true", help="print the bundle command without running it")
+        _add_common(b)
+    return parser
+
+
+def _bundle_root(args: argparse.Namespace) -> Path:
+    from egeunet_monai.inference import default_bundle_root
+
+    return (args.bundle_root or default_bundle_root()).resolve()
+
+
+def bundle_command(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+    """The ``python -m monai.bundle ...`` command line that ``train``, ``evaluate`` or ``export`` stand for."""
+    root = _bundle_root(args)
+    configs = root / "configs"
+    cmd = [sys.executable, "-m", "monai.bundle"]
+    if args.command == "train":
+        cmd += ["run", "training", "--config_file", str(configs / "train.json")]
+    elif args.command == "evaluate":
+        files = [str(configs / "train.json"), str(configs / "evaluate.json")]
+        cmd += ["run", "evaluating", "--config_file", repr(files)]
+    else:
+        onnx = args.onnx
+        ckpt = args.ckpt or root / "models" / "model.pt"
+        out = args.out or root / "models" / ("model.onnx" if onnx else "model.ts")
+        cmd += ["onnx_export" if onnx else "ckpt_export", "network_def", "--filepath", str(out),
+                "--ckpt_file", str(ckpt), "--meta_file", str(configs / "metadata.json"),
+                "--config_file", str(configs / "inference.json")]
+        if onnx:
+            cmd += ["--input_shape", "[1, 3, 256, 256]"]
+    # the configs' relative defaults (runs/, models/) are relative to bundle_root, not to where the user is
+    if "--bundle_root" not in extra:
+        cmd += ["--bundle_root", str(root)]
+    return cmd + list(extra)
+
+
+def _run_bundle(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    cmd = bundle_command(args, extra)
+    print("$ " + shlex.join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    if args.command == "export":
+        Path(cmd[cmd.index("--filepath") + 1]).parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.call(cmd)
+
+
+def _make_predictor(args: argparse.Namespace, **kwargs):
+    from egeunet_monai.inference import LesionPredictor
+
+    try:
+        return LesionPredictor(
+            weights=args.weights, bundle_root=_bundle_root(args), device=args.device, **kwargs
+        )
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        print(f"egeunet-monai {args.command}: error: {err}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from egeunet_monai.viewer import serve
+
+    predictor = _make_predictor(args)
+    if predictor is None:
+        return 2
+    serve(predictor, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from egeunet_monai.cli.predict import run_predict
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    predictor = _make_predictor(args, output_dir=args.out, save_probabilities=args.probabilities)
+    if predictor is None:
+        return 2
+    return run_predict(predictor, args.inputs, args.out, overlay=args.overlay, progress=not args.no_progress)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``egeunet-monai`` console script; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command in ("train", "evaluate", "export"):
+        return _run_bundle(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "predict":
+        return _predict(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":  # python -m egeunet_monai.cli.main
+    sys.exit(main())

@@ -1,0 +1,135 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""``egeunet-monai predict``: segment a batch of files, one at a time, so that a bad file fails alone."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = ["CSV_COLUMNS", "CSV_NAME", "collect_inputs", "run_predict"]
+
+CSV_NAME = "predictions.csv"
+CSV_COLUMNS = (
+    "image",
+    "status",
+    "width",
+    "height",
+    "lesion_area_px",
+    "lesion_area_fraction",
+    "mean_confidence",
+    "mask",
+    "overlay",
+    "probability",
+    "error",
+)
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files named by ``inputs`` (files, or folders listed with ``egeunet_monai.data.list_images``), and
+    ``(input, reason)`` for each input that gives none: missing, not an image suffix, folder without images, or a
+    file whose name clashes with an earlier one (its outputs would overwrite the other's)."""
+    from egeunet_monai.data import list_images
+
+    files: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    by_stem: dict[str, Path] = {}
+    for entry in inputs:
+        try:
+            found = [Path(d["image"]) for d in list_images(entry)]
+        except (OSError, ValueError) as err:  # DermoscopyInputError is a ValueError
+            failed.append((os.fspath(entry), _reason(err, entry)))
+            continue
+        for path in found:
+            if path.stem in by_stem:
+                if by_stem[path.stem] != path:
+                    failed.append((str(path), f"same name as {by_stem[path.stem]}: its outputs would overwrite "
+                                   f"{path.stem}_mask.png; rename one of them"))
+                continue
+            by_stem[path.stem] = path
+            files.append(path)
+    return files, failed
+
+
+def _reason(err: BaseException, path: str | os.PathLike) -> str:
+    """The message of ``err`` without the path it starts with (the CSV and summary show the path already)."""
+    problem = getattr(err, "problem", None)
+    if problem:
+        return str(problem)
+    text = str(err)
+    prefix = f"{os.fspath(path)}: "
+    return text[len(prefix):] if text.startswith(prefix) else f"{type(err).__name__}: {text}"
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, overlay: bool = False,
+                progress: bool = True) -> int:
+    """Segment every image of ``inputs`` with ``predictor`` (a :class:`~egeunet_monai.inference.LesionPredictor`
+    writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed."""
+    from tqdm import tqdm
+
+    from egeunet_monai.inference import load_photo
+    from egeunet_monai.visualize import draw_overlay
+
+    files, failed = collect_inputs(inputs)
+    rows: list[dict] = [{"image": name, "status": "failed", "error": why} for name, why in failed]
+    for name, why in failed:
+        print(f"FAILED {name}: {why}", file=sys.stderr)
+
+    bar = tqdm(files, desc="segmenting", unit="image", disable=not progress or not files, file=sys.stderr)
+    for path in bar:
+        bar.set_postfix_str(path.name, refresh=False)
+        try:
+            with warnings.catch_warnings():
+                # conversions (grayscale -> RGB...) are normal for user photos: one line each, not a traceback
+                warnings.simplefilter("ignore")
+                mask, _, stats = predictor.predict(path)
+                overlay_path = ""
+                if overlay:
+                    overlay_path = out_dir / f"{path.stem}_overlay.png"
+                    Image.fromarray(draw_overlay(load_photo(path), mask)).save(overlay_path)
+        except Exception as err:  # one file's failure, whatever it is, must not stop the batch
+            why = _reason(err, path)
+            tqdm.write(f"FAILED {path}: {why}", file=sys.stderr)
+            rows.append({"image": str(path), "status": "failed", "error": why})
+            failed.append((str(path), why))
+            continue
+        prob_path = predictor.probability_path(path)
+        rows.append({
+            "image": str(path),
+            "status": "ok",
+            "width": stats.width,
+            "height": stats.height,
+            "lesion_area_px": stats.area_px,
+            "lesion_area_fraction": _fmt(stats.area_fraction, 6),
+            "mean_confidence": _fmt(stats.mean_confidence, 4),
+            "mask": str(predictor.mask_path(path)),
+            "overlay": str(overlay_path),
+            "probability": str(prob_path) if prob_path.is_file() else "",
+            "error": "",
+        })
+    bar.close()
+
+    csv_path = out_dir / CSV_NAME
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    done = sum(r["status"] == "ok" for r in rows)
+    print(f"Segmented {done} of {done + len(failed)} images into {out_dir} (table: {csv_path}).")
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for name, why in failed:
+            print(f"  {name}: {why}", file=sys.stderr)
+        return 1
+    return 0

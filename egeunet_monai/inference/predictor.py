@@ -1,0 +1,272 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""Single-image lesion segmentation with the bundle's own inference pipeline, for the CLI and the web viewer."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ONNX_INSTALL_HINT",
+    "LesionPredictor",
+    "LesionStats",
+    "Prediction",
+    "default_bundle_root",
+    "load_photo",
+]
+
+ONNX_INSTALL_HINT = "pip install egeunet-monai[onnx]"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
+
+
+def default_bundle_root() -> Path:
+    """The folder that holds ``configs/inference.json``: the repository root for a source checkout (the package
+    lives in ``<root>/egeunet_monai``), else the current folder."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "configs" / "inference.json").is_file():
+        return checkout
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class LesionStats:
+    """What the page and the CSV report for one image.
+
+    Args:
+        width: image width in pixels (as displayed, EXIF orientation applied).
+        height: image height in pixels.
+        area_px: number of lesion pixels in the mask at the original size.
+        area_fraction: ``area_px / (width * height)``.
+        mean_confidence: mean sigmoid probability over the predicted lesion pixels; NaN when the mask is empty.
+    """
+
+    width: int
+    height: int
+    area_px: int
+    area_fraction: float
+    mean_confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly: a NaN confidence becomes ``None``."""
+        out = asdict(self)
+        if math.isnan(out["mean_confidence"]):
+            out["mean_confidence"] = None
+        return out
+
+
+class Prediction(NamedTuple):
+    """The result of :meth:`LesionPredictor.predict`.
+
+    Args:
+        mask: H x W ``uint8``, 255 inside the lesion and 0 elsewhere, at the image's original size (the pixels of
+            the ``<id>_mask.png`` the bundle writes).
+        probability: H x W ``float32`` sigmoid probability, resized back to the original size before thresholding.
+        stats: area and confidence.
+    """
+
+    mask: np.ndarray
+    probability: np.ndarray
+    stats: LesionStats
+
+
+def load_photo(path: str | os.PathLike) -> np.ndarray:
+    """The photograph as H x W x 3 ``uint8``, read with the same checked reader (and EXIF orientation) as the
+    bundle, so that an overlay lines up with the mask."""
+    from egeunet_monai.data import DermoscopyImageReader
+
+    reader = DermoscopyImageReader(kind="image")
+    array, _ = reader.get_data(reader.read(os.fspath(path)))
+    return np.ascontiguousarray(np.asarray(array).transpose(1, 0, 2))  # PILReader gives (W, H, C)
+
+
+def _input_error_in(err: BaseException) -> BaseException | None:
+    """The ``DermoscopyInputError`` among the causes of ``err``, if any."""
+    from egeunet_monai.data import DermoscopyInputError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DermoscopyInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class _OnnxNetwork:
+    """An ONNX Runtime session that takes and returns torch tensors like the network it was exported from."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise ImportError(
+                f"{path}: ONNX weights need onnxruntime, which is not installed: `{ONNX_INSTALL_HINT}`"
+            ) from err
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.as_tensor(out, device=x.device)
+
+    def eval(self) -> _OnnxNetwork:
+        return self
+
+
+class LesionPredictor:
+    """Segment one dermoscopy image at a time with the MONAI bundle's ``configs/inference.json``.
+
+    The config is parsed once: its ``preprocessing``, ``inferer`` and ``postprocessing`` (sigmoid, inversion of the
+    resize back to the original size, threshold, and the ``SaveImaged`` transforms that write ``<id>_mask.png``
+    and, with ``save_probabilities``, ``<id>_prob.png`` into ``output_dir``) run exactly as in
+    ``python -m monai.bundle run --config_file configs/inference.json``; only the batching over a datalist is
+    replaced by one call per image, so that a bad file fails alone.
+
+    Weights: a ``.pt``/``.pth`` checkpoint is loaded into the config's ``network`` by the config's own
+    ``CheckpointLoader`` handler; ``.ts`` is a TorchScript module (``torch.jit.load``, as written by the bundle's
+    ``ckpt_export``); ``.onnx`` runs with ONNX Runtime (the ``onnx`` extra). ``None`` uses the config's
+    ``ckpt_path`` (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released
+    ``bundle/models/model.pt``).
+
+    :meth:`predict` may be called from several threads: each call works on its own data, and the calls are
+    serialised by a lock (one image at a time keeps memory bounded on a small machine, and the model already uses
+    all cores for one image).
+
+    Args:
+        weights: model weights, or ``None`` for the bundle's default.
+        bundle_root: the bundle folder (``configs/inference.json`` inside); default :func:`default_bundle_root`.
+        config_file: the inference config; default ``<bundle_root>/configs/inference.json``.
+        output_dir: where the bundle's ``SaveImaged`` writes the masks; default a new temporary folder.
+        save_probabilities: also write ``<id>_prob.png`` (probability x 255).
+        device: ``"cpu"``, ``"cuda:0"``...; default the config's (CUDA when available).
+        overrides: further config ids to override, e.g. ``{"threshold": 0.4}``.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        bundle_root: str | os.PathLike | None = None,
+        config_file: str | os.PathLike | None = None,
+        output_dir: str | os.PathLike | None = None,
+        save_probabilities: bool = False,
+        device: str | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        from monai.bundle import ConfigParser
+        from monai.transforms import AsDiscreted
+
+        self._as_discrete = AsDiscreted
+        root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
+        config_file = Path(config_file) if config_file is not None else root / "configs" / "inference.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
+        self.output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="egeunet_"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+        parser = ConfigParser()
+        parser.read_config(str(config_file))
+        parser["bundle_root"] = str(root)
+        parser["output_dir"] = str(self.output_dir)
+        parser["save_probabilities"] = bool(save_probabilities)
+        # images come one at a time through predict(), never from the config's datalist
+        parser["input_path"] = ""
+        parser["datalist"] = []
+        if device is not None:
+            parser["device"] = f"$torch.device('{device}')"
+        for key, value in (overrides or {}).items():
+            parser[key] = value
+        suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
+        if suffix not in WEIGHT_SUFFIXES:
+            raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"{weights}: weights file not found.")
+            parser["ckpt_path"] = os.fspath(weights)
+
+        self.config = parser
+        self.device = parser.get_parsed_content("device")
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.inferer = parser.get_parsed_content("inferer")
+        self.postprocessing = parser.get_parsed_content("postprocessing")
+        self.weights = str(parser.get_parsed_content("ckpt_path")) if suffix in (".pt", ".pth") else os.fspath(weights)
+        self.network = self._load_network(parser, suffix)
+        self._lock = threading.Lock()
+
+    def _load_network(self, parser, suffix: str):
+        if suffix == ".ts":
+            return torch.jit.load(self.weights, map_location=self.device).eval()
+        if suffix == ".onnx":
+            return _OnnxNetwork(self.weights)
+        from ignite.engine import Engine
+        from monai.handlers import CheckpointLoader
+
+        network = parser.get_parsed_content("network")
+        loaders = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
+        if not loaders:
+            raise ValueError("the inference config has no CheckpointLoader handler to load the weights with.")
+        # the handler only reads the engine's epoch counters: an idle engine stands in for the evaluator
+        loaders[0](Engine(lambda engine, batch: None))
+        return network.eval()
+
+    def predict(self, path: str | os.PathLike) -> Prediction:
+        """Segment one image file; the bundle's postprocessing also writes ``<stem>_mask.png`` to ``output_dir``.
+
+        Args:
+            path: a JPEG or PNG dermoscopy photograph (any format the bundle's reader accepts).
+
+        Raises:
+            egeunet_monai.data.DermoscopyInputError: the file is missing, not an image, truncated, too large...
+        """
+        from monai.data import decollate_batch, list_data_collate
+
+        with self._lock, torch.inference_mode():
+            try:
+                item = self.preprocessing({"image": os.fspath(path)})
+            except Exception as err:
+                # MONAI wraps a transform's error in "RuntimeError: applying transform ...": surface the reader's
+                # message, which names the file and the problem
+                cause = _input_error_in(err)
+                if cause is None:
+                    raise
+                raise cause from err
+            batch = list_data_collate([item])
+            batch["pred"] = self.inferer(batch["image"].to(self.device), self.network)
+            result = decollate_batch(batch)[0]
+            probability = None
+            for transform in self.postprocessing.transforms:
+                if probability is None and isinstance(transform, self._as_discrete):
+                    probability = result["pred"]  # after sigmoid and resize back, before the threshold
+                result = transform(result)
+        if probability is None:
+            raise ValueError("the inference postprocessing has no AsDiscreted threshold.")
+        # MONAI's PIL convention is (W, H); the mask and probability are returned as images are shown, (H, W)
+        prob = np.ascontiguousarray(np.asarray(probability.detach().cpu(), dtype=np.float32)[0].T)
+        pred = np.asarray(result["pred"].detach().cpu())
+        mask = np.ascontiguousarray(np.where(pred.reshape(pred.shape[-2:]).T > 0, 255, 0).astype(np.uint8))
+        lesion = mask > 0
+        area = int(lesion.sum())
+        height, width = mask.shape
+        stats = LesionStats(
+            width=width,
+            height=height,
+            area_px=area,
+            area_fraction=area / float(width * height),
+            mean_confidence=float(prob[lesion].mean()) if area else float("nan"),
+        )
+        return Prediction(mask, prob, stats)
+
+    def mask_path(self, path: str | os.PathLike) -> Path:
+        """Where :meth:`predict` wrote the mask of ``path`` (the bundle's ``SaveImaged`` naming)."""
+        return self.output_dir / f"{Path(path).stem}_mask.png"
+
+    def probability_path(self, path: str | os.PathLike) -> Path:
+        """Where :meth:`predict` wrote the probability map of ``path`` (with ``save_probabilities``)."""
+        return self.output_dir / f"{Path(path).stem}_prob.png"
