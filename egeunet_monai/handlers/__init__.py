@@ -1,4 +1,5 @@
 from .checkpoint_saver import (
+    BestMetricState,
     CheckpointWriteError,
     DurableCheckpointSaver,
     DurableDiskSaver,
@@ -9,6 +10,7 @@ from .mlflow_handler import TolerantMLFlowHandler, TrackingWarning, tracking_sta
 from .overlay_saver import OverlaySaver
 
 __all__ = [
+    "BestMetricState",
     "CheckpointWriteError",
     "DurableCheckpointSaver",
     "DurableDiskSaver",

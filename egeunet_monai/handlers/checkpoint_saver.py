@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,14 @@ import torch
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
-__all__ = ["CheckpointWriteError", "DurableCheckpointSaver", "DurableDiskSaver", "resumable_state", "save_durably"]
+__all__ = [
+    "BestMetricState",
+    "CheckpointWriteError",
+    "DurableCheckpointSaver",
+    "DurableDiskSaver",
+    "resumable_state",
+    "save_durably",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,25 +37,42 @@ _PARTIAL = re.compile(r"^\..+\.partial-[A-Za-z0-9_]+$")
 class CheckpointWriteError(OSError):
     """A checkpoint file could not be written; the files written before it are untouched.
 
-    An ``OSError`` (with the errno of the cause, e.g. ``ENOSPC`` for a full disk), so ``except OSError`` still
-    catches it. The message names the file that failed and says that the previous checkpoint was kept.
+    An ``OSError`` with the errno of the cause, so ``except OSError`` still catches it; ``ENOSPC`` also when the
+    folder was found full after a failure that lost its errno (``torch.save`` reports a full disk as a
+    ``RuntimeError`` of its zip writer). The message names the file and says that the previous checkpoint was kept.
     """
 
-    def __init__(self, path: str | os.PathLike, cause: BaseException) -> None:
+    def __init__(self, path: str | os.PathLike, cause: BaseException, free_bytes: int | None = None) -> None:
         self.path = os.fspath(path)
         self.cause = cause
-        code = cause.errno if isinstance(cause, OSError) and cause.errno else errno.EIO
+        self.free_bytes = free_bytes
+        full = free_bytes is not None and free_bytes < _FULL_BELOW_BYTES
+        if isinstance(cause, OSError) and cause.errno:
+            code = cause.errno
+        else:
+            code = errno.ENOSPC if full else errno.EIO
+        hint = f"; the disk is full ({free_bytes} bytes free)" if full else ""
         super().__init__(
             code,
-            f"could not write checkpoint {self.path} ({type(cause).__name__}: {cause}); nothing was replaced or "
-            f"deleted, the previous checkpoints in {os.path.dirname(self.path)} are intact",
+            f"could not write checkpoint {self.path} ({type(cause).__name__}: {cause}{hint}); nothing was replaced "
+            f"or deleted, the previous checkpoints in {os.path.dirname(self.path)} are intact",
         )
 
     def __str__(self) -> str:
         return str(self.args[1])
 
     def __reduce__(self):
-        return (self.__class__, (self.path, self.cause))
+        return (self.__class__, (self.path, self.cause, self.free_bytes))
+
+
+_FULL_BELOW_BYTES = 1 << 20  # a folder with less than 1 MiB free after a failed write: a full disk
+
+
+def _free_bytes(folder: str | os.PathLike) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _fsync_dir(dirname: str | os.PathLike) -> None:
@@ -90,12 +115,13 @@ def save_durably(obj: Any, path: str | os.PathLike, save_func: Callable[[Any, An
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as err:
+        free = _free_bytes(path.parent)  # before the partial file goes: a full disk is still full now
         try:
             os.unlink(tmp)
         except OSError:
             pass
         if isinstance(err, Exception):
-            raise CheckpointWriteError(path, err) from err
+            raise CheckpointWriteError(path, err, free) from err
         raise  # KeyboardInterrupt, SystemExit: as they are, after the clean-up
     _fsync_dir(path.parent)
 
@@ -207,8 +233,35 @@ class DurableCheckpointSaver(CheckpointSaver):
         self._guarded(super().exception_raised, engine, e)
 
 
+class BestMetricState:
+    """The best key metric an evaluator has seen (``state.best_metric``, ``state.best_metric_epoch``), as an object
+    with ``state_dict``/``load_state_dict`` for a checkpoint's ``save_dict``.
+
+    MONAI's evaluator starts a resumed run with no best metric, so its first validation is logged as a new best
+    (``Got new best metric``, ``Key metric: ... best value``) even when it is worse; with this in the checkpoint it
+    continues from the real best. (Which model is *saved* as best is decided by the ``CheckpointSaver``'s tracker,
+    ``best_model_tracker`` in the checkpoint, not by this.)
+
+    Args:
+        engine: the evaluator.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def state_dict(self) -> dict:
+        best = self.engine.state.best_metric
+        return {"best_metric": float(best), "best_metric_epoch": int(self.engine.state.best_metric_epoch)}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        self.engine.state.best_metric = float(state_dict["best_metric"])
+        self.engine.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
+
+
 def resumable_state(
-    load_dict: Mapping[str, Any], checkpoint_path: str | os.PathLike | None, optional: Sequence[str] = ("tracking",)
+    load_dict: Mapping[str, Any],
+    checkpoint_path: str | os.PathLike | None,
+    optional: Sequence[str] = ("tracking", "validation_best"),
 ) -> dict[str, Any]:
     """The part of ``load_dict`` that ``checkpoint_path`` can restore: entries named in ``optional`` that the
     checkpoint lacks (it was written before they were added) are left out, with a log line; everything else
