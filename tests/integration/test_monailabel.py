@@ -59,8 +59,8 @@ SAVED_VIA_API = ["ISIC_0000001", PH2_ID]  # 0/1 masks, as MONAI Label saves them
 MIN_MEAN_DICE = 0.90
 MIN_IMAGE_DICE = 0.85
 
-SERVER_START_TIMEOUT_S = 300
-TRAIN_TIMEOUT_S = 900
+SERVER_START_TIMEOUT_S = 600  # 10-30 s on an idle 2-core machine, ~110 s seen at load 11
+TRAIN_TIMEOUT_S = 1200  # 30-45 s idle, ~260 s seen at load 11
 SETUP_TIMEOUT_S = 3600
 
 
