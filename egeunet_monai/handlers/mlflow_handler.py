@@ -104,10 +104,12 @@ class TolerantMLFlowHandler(MLFlowHandler):
         summary_file: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if request_timeout is not None:
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, request_timeout))))
-        if request_max_retries is not None:
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(request_max_retries)))
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or kwargs.get("tracking_uri") or (args[0] if args else "")
+        if str(uri).lower().startswith(("http://", "https://")):  # the REST client only; SQLite is left alone
+            if request_timeout is not None:
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, request_timeout))))
+            if request_max_retries is not None:
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(request_max_retries)))
         super().__init__(*args, **kwargs)
         self.validator = validator
         self.defer_until_checkpoint = defer_until_checkpoint

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,17 +28,25 @@ def tiny_dataset(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store with its tables made: creating them takes 10-30 s, copying it no time."""
+def mlflow_db_template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its tables made. Making them takes 10-60 s (MLflow's migrations), copying
+    the file no time; kept in pytest's cache per MLflow version, so a later session does not pay it again."""
     import mlflow
 
-    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir(f"mlflow_db_{mlflow.__version__}") if cache is not None else tmp_path_factory.mktemp("db")
+    path = Path(folder) / "mlflow.db"
+    if path.is_file():
+        return path
+    fd, tmp = tempfile.mkstemp(prefix="mlflow.db.", dir=folder)
+    os.close(fd)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}")
     client.search_experiments()
     store = client._tracking_client.store
     for engine in (getattr(store, "engine", None), getattr(store, "read_engine", None)):
         if engine is not None:
             engine.dispose()
+    os.replace(tmp, path)  # whole or absent, also when two sessions make it at once
     return path
 
 

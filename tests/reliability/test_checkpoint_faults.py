@@ -233,6 +233,7 @@ def test_real_full_disk_keeps_the_previous_checkpoint(tiny_tmpfs: Path) -> None:
     assert checkpoint_names(tiny_tmpfs) == ["model_epoch=2.pt"]
 
 
+@pytest.mark.slow  # a subprocess that imports torch: seconds normally, more than a minute on a loaded machine
 def test_sigkill_during_the_write_leaves_the_previous_file(tmp_path: Path) -> None:
     target = tmp_path / "checkpoint_epoch=1.pt"
     writer = textwrap.dedent(

@@ -51,7 +51,6 @@ FUZZ = settings(
 ISIC_ID = "ISIC_0000000"
 PH2_ID = "IMD002"
 
-pytestmark = pytest.mark.shared_data
 SLOWEST: dict[str, float] = {}  # slowest load per property, reported at the end of the module
 
 

@@ -80,8 +80,9 @@ class SilentServer:
 
 
 def test_hung_server_costs_seconds_not_minutes(monkeypatch) -> None:
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.setenv(name, "unset")  # recorded as it was, and restored after the test...
+        monkeypatch.delenv(name)  # ...then removed, so that the handler sets its own values
     server = SilentServer()
     try:
         h = handler(f"http://127.0.0.1:{server.port}", request_timeout=2, close_on_complete=True)
@@ -105,7 +106,9 @@ def test_hung_server_costs_seconds_not_minutes(monkeypatch) -> None:
 
 
 def test_outage_then_recovery_loses_nothing(sqlite_uri: str, monkeypatch) -> None:
+    timeout_before = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
     h = handler(sqlite_uri, retry_interval=0)
+    assert os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") == timeout_before  # HTTP settings only for HTTP stores
     engine = trainer(iterations=3)
     h.attach(engine)
     real_log_batch = h.client.log_batch
