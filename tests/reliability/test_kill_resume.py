@@ -163,6 +163,9 @@ def test_sigkill_mid_epoch_then_resume(tiny_dataset, mlflow_db_template, bundle_
         "val_pooled_dice": list(range(1, EPOCHS + 1)),
     }.items():
         assert [s for s, _ in history[key]] == steps, f"{key}: steps {[s for s, _ in history[key]]}"
+    for key, points in history.items():  # any other key (e.g. an epoch-level one added later): no step twice
+        steps = [s for s, _ in points]
+        assert len(steps) == len(set(steps)), f"{key}: a step logged twice: {steps}"
     # the values of epoch 2 are those of the resumed run (its log), not of the killed one
     printed = [float(v) for v in re.findall(r"Epoch: 2/2, Iter: \d/2 -- train_loss: ([0-9.]+)", log)]
     assert len(printed) == ITERATIONS_PER_EPOCH
