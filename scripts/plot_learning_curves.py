@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     it, loss = history(client, run.info.run_id, "train_loss")
     ep, dice = history(client, run.info.run_id, "val_mean_dice")
     ep_p, pooled = history(client, run.info.run_id, "val_pooled_dice")
-    ep_lr, lr = history(client, run.info.run_id, "lr_group_0")
+    # "lr" (step = epoch) in current configs; older runs logged MONAI's "lr_group_0" at the iteration step
+    ep_lr, lr = history(client, run.info.run_id, "lr")
+    if lr.size == 0:
+        ep_lr, lr = history(client, run.info.run_id, "lr_group_0")
     if loss.size == 0 or dice.size == 0:
         raise SystemExit(f"run {run.info.run_name} has no train_loss/val_mean_dice history yet")
 
@@ -72,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     axes[1].set(title="validation", xlabel="epoch", ylabel="Dice")
     axes[1].legend(loc="lower right")
     if lr.size:
-        axes[2].plot(ep_lr, lr, "o-", color="C2")
+        if ep_lr.max() > ep.max() + 1:  # iteration steps
+            ep_lr = ep_lr / iters_per_epoch
+        axes[2].plot(ep_lr, lr, "-", color="C2")
         axes[2].set(title="learning rate", xlabel="epoch", ylabel="lr", yscale="log")
     fig.suptitle(f"EGE-UNet training run '{run.info.run_name}'")
     fig.tight_layout()
