@@ -1,0 +1,252 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""An inference-only EGE-UNet that computes the same function as :class:`~egeunet_monai.networks.nets.EGEUNet`
+in eval mode with fewer, cheaper passes over memory on CPU.
+
+``fast = optimize_for_inference(net)`` copies the network; ``fast(images)`` returns the main logits, within float32
+rounding of ``net.eval()(images)`` (about 1e-6 on probabilities with trained weights, asserted at 1e-5 in
+``tests/networks/test_fast_paths.py``). What it does differently, each exact in real arithmetic:
+
+- the three GHPA gates are resized, mixed and **multiplied by the preceding LayerNorm's affine weight** once per
+  input size (``x * (w * gate) + (b * gate)`` instead of ``(w * x + b) * gate``), one fused pass per group;
+- the LayerNorm affine in front of a 1x1 convolution (GHPA's fourth group, GAB's tail) is **folded into that
+  convolution's weight and bias**;
+- channel LayerNorms take one subtraction instead of two and multiply by ``rsqrt`` instead of dividing;
+- 2x2 max-pooling is the maximum of four strided views (bit-identical to ``max_pool2d``, without its index
+  bookkeeping, which is the slowest kernel of the network on CPU);
+- the dilated depth-wise convolutions of GAB (dilations 5 and 7 are off the fast kernels of oneDNN) and all of
+  them on feature maps of 64x64 or more, are nine shifted multiply-adds.
+
+It is for inference only (no gradients, no deep-supervision outputs). After changing the source network's weights,
+call :func:`optimize_for_inference` again.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
+from egeunet_monai.networks.nets import EGEUNet
+
+__all__ = ["EGEUNetInference", "optimize_for_inference"]
+
+
+def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over the channel axis of N x C x H x W, without the affine part."""
+    mean = x.mean(1, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(1, keepdim=True)
+    return centred * torch.rsqrt(var + eps)
+
+
+def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(bias[:, None, None], x, weight[:, None, None])
+
+
+def _maxpool2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2, 2)`` for even H and W, bit for bit."""
+    return torch.maximum(
+        torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]), torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2])
+    )
+
+
+def _up(x: torch.Tensor, size: list[int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def _fold_affine_into_pointwise(norm: ChannelFirstLayerNorm, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of ``conv(norm.weight * x + norm.bias)`` as one 1x1 conv of ``x``."""
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+    folded_w = w * norm.weight.detach()[None, :, None, None]
+    folded_b = b + (w[:, :, 0, 0] * norm.bias.detach()[None, :]).sum(1)
+    return folded_w.contiguous(), folded_b.contiguous()
+
+
+class _DepthwiseConv(nn.Module):
+    """A 3x3 depth-wise conv (zero padding, "same" size) that picks, per feature-map size, oneDNN or nine shifted
+    multiply-adds (faster on CPU for large maps and large dilations)."""
+
+    def __init__(self, conv: nn.Conv2d, shift_min_size: int = 64) -> None:
+        super().__init__()
+        self.conv = conv
+        self.dilation = int(conv.dilation[0])
+        self.padding = int(conv.padding[0])
+        self.shift_min_size = shift_min_size
+        if conv.kernel_size != (3, 3) or conv.groups != conv.in_channels or self.padding != self.dilation:
+            raise ValueError("expected a 3x3 depth-wise conv with padding equal to its dilation")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]
+        if x.device.type != "cpu" or (self.dilation <= 2 and min(height, width) < self.shift_min_size):
+            return self.conv(x)
+        d = self.dilation
+        channels = x.shape[1]
+        padded = F.pad(x, (d, d, d, d))
+        weight = self.conv.weight
+        bias = self.conv.bias
+        out = (
+            bias.view(1, channels, 1, 1).expand(x.shape[0], channels, height, width).contiguous()
+            if bias is not None
+            else torch.zeros_like(x)
+        )
+        for i in range(3):
+            for j in range(3):
+                tap = padded[:, :, i * d : i * d + height, j * d : j * d + width]
+                out.addcmul_(tap, weight[:, :, i, j].view(1, channels, 1, 1))
+        return out
+
+
+class _FastGHPA(nn.Module):
+    def __init__(self, block: GroupedMultiAxisHadamardAttention) -> None:
+        super().__init__()
+        self.block = block
+        self.eps1, self.eps2 = block.norm1.eps, block.norm2.eps
+        group = block.params_xy.shape[1]
+        self.group = group
+        w4, b4 = _fold_affine_into_pointwise(_slice_norm(block.norm1, 3 * group, 4 * group), block.dw[0])
+        self.register_buffer("dw0_weight", w4, persistent=False)
+        self.register_buffer("dw0_bias", b4, persistent=False)
+        self._gates: dict[str, list[torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def _folded_gates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        height, width = int(x.shape[2]), int(x.shape[3])
+        key = f"{height}x{width}:{x.device}:{x.dtype}"
+        if key not in self._gates:
+            gates = self.block.gate_maps(height, width)
+            w = self.block.norm1.weight.detach()
+            b = self.block.norm1.bias.detach()
+            g = self.group
+            folded: list[torch.Tensor] = []
+            for k, gate in enumerate(gates):
+                wk = w[k * g : (k + 1) * g][None, :, None, None]
+                bk = b[k * g : (k + 1) * g][None, :, None, None]
+                folded += [(wk * gate).to(x.dtype).contiguous(), (bk * gate).to(x.dtype).contiguous()]
+            self._gates[key] = folded
+        return self._gates[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a1, c1, a2, c2, a3, c3 = self._folded_gates(x)
+        x = _normalize(x, self.eps1)
+        x1, x2, x3, x4 = torch.chunk(x, 4, dim=1)
+        dw = self.block.dw
+        x4 = dw[2](dw[1](F.conv2d(x4, self.dw0_weight, self.dw0_bias)))
+        x = torch.cat([torch.addcmul(c1, x1, a1), torch.addcmul(c2, x2, a2), torch.addcmul(c3, x3, a3), x4], dim=1)
+        norm2 = self.block.norm2
+        return self.block.ldw(_affine(_normalize(x, self.eps2), norm2.weight, norm2.bias))
+
+
+def _slice_norm(norm: ChannelFirstLayerNorm, start: int, stop: int) -> ChannelFirstLayerNorm:
+    part = ChannelFirstLayerNorm(stop - start, eps=norm.eps)
+    with torch.no_grad():
+        part.weight.copy_(norm.weight[start:stop])
+        part.bias.copy_(norm.bias[start:stop])
+    return part
+
+
+class _FastGAB(nn.Module):
+    def __init__(self, block: GroupAggregationBridge) -> None:
+        super().__init__()
+        self.block = block
+        self.groups = nn.ModuleList(_DepthwiseConv(getattr(block, f"g{i}")[1]) for i in range(4))
+        self.norms = [getattr(block, f"g{i}")[0] for i in range(4)]
+        tail_norm, tail_conv = block.tail_conv[0], block.tail_conv[1]
+        self.tail_eps = tail_norm.eps
+        w, b = _fold_affine_into_pointwise(tail_norm, tail_conv)
+        self.register_buffer("tail_weight", w, persistent=False)
+        self.register_buffer("tail_bias", b, persistent=False)
+
+    def forward(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        xh = self.block.pre_project(xh)
+        xh = _up(xh, [int(xl.shape[2]), int(xl.shape[3])])
+        xh_groups = torch.chunk(xh, 4, dim=1)
+        xl_groups = torch.chunk(xl, 4, dim=1)
+        outs = []
+        for i in range(4):
+            norm = self.norms[i]
+            y = _affine(_normalize(torch.cat((xh_groups[i], xl_groups[i], mask), dim=1), norm.eps), norm.weight, norm.bias)
+            outs.append(self.groups[i](y))
+        return F.conv2d(_normalize(torch.cat(outs, dim=1), self.tail_eps), self.tail_weight, self.tail_bias)
+
+
+class EGEUNetInference(nn.Module):
+    """The eval-mode forward of an :class:`EGEUNet`, rewritten for speed (see the module docstring).
+    Build it with :func:`optimize_for_inference`. Returns the main logits, N x out_channels x H x W."""
+
+    def __init__(self, model: EGEUNet) -> None:
+        super().__init__()
+        net = copy.deepcopy(model).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net
+        self.in_channels = net.in_channels
+        self.out_channels = net.out_channels
+        self.size_divisor = net.size_divisor
+        for name in ("encoder4", "encoder5", "encoder6", "decoder5", "decoder4", "decoder3"):
+            setattr(self, name, _FastGHPA(getattr(net, name)))
+        for i in range(1, 6):
+            setattr(self, f"bridge{i}", _FastGAB(getattr(net, f"bridge{i}")))
+        self.eval()
+
+    def train(self, mode: bool = True) -> EGEUNetInference:
+        if mode:
+            raise RuntimeError("EGEUNetInference is for inference only; train the EGEUNet it was built from.")
+        return super().train(False)
+
+    def _apply(self, fn, recurse=True):  # moving to another device/dtype: rebuild the per-size gate constants
+        for m in self.modules():
+            if isinstance(m, _FastGHPA):
+                m._gates = {}
+        return super()._apply(fn, recurse)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {list(x.shape)}.")
+        height, width = int(x.shape[2]), int(x.shape[3])
+        if height % self.size_divisor or width % self.size_divisor:
+            raise ValueError(
+                f"EGE-UNet needs H and W divisible by {self.size_divisor}, got {height}x{width}; "
+                "resize or pad the image first (e.g. monai.transforms.DivisiblePad(k=32))."
+            )
+        t1 = F.gelu(_maxpool2(n.encoder_norm1(n.encoder1(x))))
+        t2 = F.gelu(_maxpool2(n.encoder_norm2(n.encoder2(t1))))
+        t3 = F.gelu(_maxpool2(n.encoder_norm3(n.encoder3(t2))))
+        t4 = F.gelu(_maxpool2(n.encoder_norm4(self.encoder4(t3))))
+        t5 = F.gelu(_maxpool2(n.encoder_norm5(self.encoder5(t4))))
+        t6 = F.gelu(self.encoder6(t5))
+
+        out5 = F.gelu(n.decoder_norm5(self.decoder5(t6)))
+        t5 = self.bridge5(t6, t5, n.side_head5(out5))
+        out5 = out5 + t5
+
+        out4 = F.gelu(_up(n.decoder_norm4(self.decoder4(out5)), [t4.shape[2], t4.shape[3]]))
+        t4 = self.bridge4(t5, t4, n.side_head4(out4))
+        out4 = out4 + t4
+
+        out3 = F.gelu(_up(n.decoder_norm3(self.decoder3(out4)), [t3.shape[2], t3.shape[3]]))
+        t3 = self.bridge3(t4, t3, n.side_head3(out3))
+        out3 = out3 + t3
+
+        out2 = F.gelu(_up(n.decoder_norm2(n.decoder2(out3)), [t2.shape[2], t2.shape[3]]))
+        t2 = self.bridge2(t3, t2, n.side_head2(out2))
+        out2 = out2 + t2
+
+        out1 = F.gelu(_up(n.decoder_norm1(n.decoder1(out2)), [t1.shape[2], t1.shape[3]]))
+        t1 = self.bridge1(t2, t1, n.side_head1(out1))
+        out1 = out1 + t1
+
+        return _up(n.final_conv(out1), [height, width])
+
+
+def optimize_for_inference(model: EGEUNet) -> EGEUNetInference:
+    """An inference-only copy of ``model`` that computes its eval-mode logits faster on CPU (see the module
+    docstring for what is folded). ``model`` itself is not changed."""
+    if not isinstance(model, EGEUNet):
+        raise TypeError(f"optimize_for_inference takes an EGEUNet, got {type(model).__name__}.")
+    return EGEUNetInference(model)
