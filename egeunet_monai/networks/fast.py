@@ -11,8 +11,13 @@ rounding of ``net.eval()(images)`` (about 1e-6 on probabilities with trained wei
 - the LayerNorm affine in front of a 1x1 convolution (GHPA's fourth group, GAB's tail) is **folded into that
   convolution's weight and bias**;
 - channel LayerNorms take one subtraction instead of two and multiply by ``rsqrt`` instead of dividing;
-- 2x2 max-pooling is the maximum of four strided views (bit-identical to ``max_pool2d``, without its index
-  bookkeeping, which is the slowest kernel of the network on CPU);
+- 2x2 max-pooling is the maximum of row pairs then of column pairs (bit-identical to ``max_pool2d``, without its
+  index bookkeeping, which is the slowest kernel of the network on CPU);
+- the first convolution (3 channels at full resolution) runs image by image, which oneDNN does three times faster
+  than a whole batch (bit-identical);
+- on CPU the two full-resolution levels (first two encoder stages, last decoder stage, first bridge) run two images
+  at a time so that what one stage writes is still in cache when the next reads it (bit-identical; the largest
+  single gain at batch 8 and above).
 - the dilated depth-wise convolutions of GAB (dilations 5 and 7 are off the fast kernels of oneDNN) and all of
   them on feature maps of 64x64 or more, are nine shifted multiply-adds.
 
@@ -47,10 +52,27 @@ def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 def _maxpool2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 2, 2)`` for even H and W, bit for bit."""
-    return torch.maximum(
-        torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]), torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2])
-    )
+    """``F.max_pool2d(x, 2, 2)`` for even H and W, bit for bit: the maximum of row pairs (contiguous, vectorised),
+    then of column pairs."""
+    n, c, h, w = x.shape
+    rows = x.reshape(n, c, h // 2, 2 * w)
+    rows = torch.maximum(rows[..., :w], rows[..., w:])
+    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+class _PerImageConv(nn.Module):
+    """A convolution run on chunks of the batch: for the 3-channel full-resolution first layer, oneDNN is about
+    three times faster per image on small batches than on the whole batch (bit-identical results)."""
+
+    def __init__(self, conv: nn.Module, chunk: int = 1) -> None:
+        super().__init__()
+        self.conv = conv
+        self.chunk = chunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= self.chunk or x.device.type != "cpu":
+            return self.conv(x)
+        return torch.cat([self.conv(part) for part in torch.split(x, self.chunk)])
 
 
 def _up(x: torch.Tensor, size: list[int]) -> torch.Tensor:
@@ -177,8 +199,9 @@ class EGEUNetInference(nn.Module):
     """The eval-mode forward of an :class:`EGEUNet`, rewritten for speed (see the module docstring).
     Build it with :func:`optimize_for_inference`. Returns the main logits, N x out_channels x H x W."""
 
-    def __init__(self, model: EGEUNet) -> None:
+    def __init__(self, model: EGEUNet, chunk: int = 2) -> None:
         super().__init__()
+        self.chunk = max(1, int(chunk))
         net = copy.deepcopy(model).eval()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -186,6 +209,7 @@ class EGEUNetInference(nn.Module):
         self.in_channels = net.in_channels
         self.out_channels = net.out_channels
         self.size_divisor = net.size_divisor
+        self.encoder1 = _PerImageConv(net.encoder1)
         for name in ("encoder4", "encoder5", "encoder6", "decoder5", "decoder4", "decoder3"):
             setattr(self, name, _FastGHPA(getattr(net, name)))
         for i in range(1, 6):
@@ -214,8 +238,12 @@ class EGEUNetInference(nn.Module):
                 f"EGE-UNet needs H and W divisible by {self.size_divisor}, got {height}x{width}; "
                 "resize or pad the image first (e.g. monai.transforms.DivisiblePad(k=32))."
             )
-        t1 = F.gelu(_maxpool2(n.encoder_norm1(n.encoder1(x))))
-        t2 = F.gelu(_maxpool2(n.encoder_norm2(n.encoder2(t1))))
+        # The two shallowest levels (full and half resolution) run a few images at a time, so that each stage's
+        # output is still in cache when the next stage reads it: on CPU this is the largest single gain.
+        chunk = self.chunk if x.device.type == "cpu" else x.shape[0]
+        parts = [self._top(p) for p in torch.split(x, chunk)]
+        t1 = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        t2 = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
         t3 = F.gelu(_maxpool2(n.encoder_norm3(n.encoder3(t2))))
         t4 = F.gelu(_maxpool2(n.encoder_norm4(self.encoder4(t3))))
         t5 = F.gelu(_maxpool2(n.encoder_norm5(self.encoder5(t4))))
@@ -237,16 +265,34 @@ class EGEUNetInference(nn.Module):
         t2 = self.bridge2(t3, t2, n.side_head2(out2))
         out2 = out2 + t2
 
+        outs = [
+            self._bottom(o2, b2, b1, [height, width])
+            for o2, b2, b1 in zip(torch.split(out2, chunk), torch.split(t2, chunk), torch.split(t1, chunk))
+        ]
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _top(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        t1 = F.gelu(_maxpool2(n.encoder_norm1(self.encoder1(x))))
+        t2 = F.gelu(_maxpool2(n.encoder_norm2(n.encoder2(t1))))
+        return t1, t2
+
+    def _bottom(self, out2: torch.Tensor, t2: torch.Tensor, t1: torch.Tensor, full: list[int]) -> torch.Tensor:
+        n = self.net
         out1 = F.gelu(_up(n.decoder_norm1(n.decoder1(out2)), [t1.shape[2], t1.shape[3]]))
         t1 = self.bridge1(t2, t1, n.side_head1(out1))
         out1 = out1 + t1
+        return _up(n.final_conv(out1), full)
 
-        return _up(n.final_conv(out1), [height, width])
 
-
-def optimize_for_inference(model: EGEUNet) -> EGEUNetInference:
+def optimize_for_inference(model: EGEUNet, chunk: int = 2) -> EGEUNetInference:
     """An inference-only copy of ``model`` that computes its eval-mode logits faster on CPU (see the module
-    docstring for what is folded). ``model`` itself is not changed."""
+    docstring for what is folded). ``model`` itself is not changed.
+
+    Args:
+        model: the network.
+        chunk: images processed together at the two full-resolution levels on CPU (small keeps them in cache).
+    """
     if not isinstance(model, EGEUNet):
         raise TypeError(f"optimize_for_inference takes an EGEUNet, got {type(model).__name__}.")
-    return EGEUNetInference(model)
+    return EGEUNetInference(model, chunk=chunk)
