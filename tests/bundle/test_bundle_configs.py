@@ -1,0 +1,67 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""The bundle's own checks, offline: ``verify_metadata`` against the shipped schema and ``verify_net_in_out``; and
+configs/logging.conf, which MONAI applies by default to any bundle command whose config lives in configs/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from bundle_helpers import REPO_ROOT, bundle_env, check_ok, run_bundle, run_command
+
+SCHEMA = "bundle/schema/meta_schema.json"
+# any download attempt goes to a closed port and fails: "offline" is checked, not assumed
+OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+
+
+def test_verify_metadata_offline():
+    schema = REPO_ROOT / SCHEMA
+    digest = hashlib.sha256(schema.read_bytes()).hexdigest()
+    result = check_ok(run_bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", SCHEMA,
+                                 env=bundle_env(**OFFLINE)))
+    assert "metadata is verified with no error" in result.output
+    assert hashlib.sha256(schema.read_bytes()).hexdigest() == digest  # used as shipped, not downloaded again
+
+
+def test_verify_metadata_rejects_a_broken_metadata(tmp_path: Path):
+    """The check above can fail: metadata without its required ``version`` and with a wrong type is refused."""
+    meta = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())
+    del meta["version"]
+    meta["network_data_format"]["inputs"]["image"]["num_channels"] = "three"
+    broken = tmp_path / "metadata.json"
+    broken.write_text(json.dumps(meta))
+    result = run_bundle("verify_metadata", "--meta_file", broken, "--filepath", SCHEMA, env=bundle_env(**OFFLINE))
+    assert result.returncode != 0 and "metadata is verified with no error" not in result.output
+    assert "ValidationError" in result.output or "version" in result.output
+
+
+def test_verify_net_in_out():
+    result = check_ok(run_bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
+                                 "--config_file", "configs/inference.json", env=bundle_env(**OFFLINE)))
+    assert "data shape of network is verified with no error" in result.output
+
+
+def test_logging_conf_is_applied_by_default_and_on_request(tmp_path: Path):
+    """``ConfigWorkflow`` (what ``monai.bundle run`` builds) applies ``<config folder>/logging.conf`` with no
+    ``--logging_file``: log records then carry the logger name, as the file's format says."""
+    fmt = next(line.split("=", 1)[1] for line in (REPO_ROOT / "configs" / "logging.conf").read_text().splitlines()
+               if line.startswith("format="))
+    assert "%(name)s" in fmt
+    probe = (
+        "import logging, sys\n"
+        "from monai.bundle import ConfigWorkflow\n"
+        "ConfigWorkflow(config_file=sys.argv[1], workflow_type=None, logging_file={arg})\n"
+        "logging.getLogger('egeunet_probe').info('probe message')\n"
+    )
+    default = check_ok(run_command([sys.executable, "-c", probe.format(arg="None"), "configs/inference.json"]))
+    assert "Setting logging properties based on config: configs/logging.conf" in default.output
+    assert " - egeunet_probe - INFO - probe message" in default.output
+    explicit = check_ok(run_command([sys.executable, "-c", probe.format(arg="'configs/logging.conf'"),
+                                     "configs/train.json"]))
+    assert " - egeunet_probe - INFO - probe message" in explicit.output
+    # without it (logging_file=False) the root logger has no handler and INFO records are not printed
+    off = check_ok(run_command([sys.executable, "-c", probe.format(arg="False"), "configs/inference.json"]))
+    assert "probe message" not in off.output

@@ -1,0 +1,96 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""A training tracked to a real ``mlflow server`` on 127.0.0.1 (``--tracking_uri http://...``), read back with
+``MlflowClient`` over HTTP: metrics, params and the best checkpoint as an artifact (proxied to the server's
+``--artifacts-destination``). The sqlite-store read-back is in test_bundle_synthetic.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from bundle_helpers import TRAIN, bundle_env, check_ok, free_port, metric_steps, run_bundle
+
+pytestmark = pytest.mark.slow
+
+SERVER_START_TIMEOUT_S = 600  # a loaded 2-core machine has been seen to need minutes
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """``mlflow server`` in a process group of its own; always stopped (SIGTERM to the group, then SIGKILL)."""
+    port = free_port()
+    artifacts = tmp_path / "artifacts"
+    log = open(tmp_path / "mlflow_server.log", "w")
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}", "--artifacts-destination", str(artifacts),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=bundle_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(tmp_path / 'mlflow_server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not up after {SERVER_START_TIMEOUT_S} s")
+            time.sleep(1)
+        yield url, artifacts
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        log.close()
+
+
+def test_training_tracked_by_a_real_mlflow_server(mlflow_server, tmp_path: Path):
+    from egeunet_monai.data import generate_synthetic_dataset
+    from mlflow import MlflowClient
+
+    url, artifacts_dir = mlflow_server
+    data = generate_synthetic_dataset(tmp_path / "data", num_images=10, size=64)
+    root = tmp_path / "bundle"
+    # the handler's default HTTP time-out (10 s, no retry) is meant for a dead server; a live one on a loaded
+    # CI machine can be slower than that
+    env = bundle_env(MLFLOW_HTTP_REQUEST_TIMEOUT="120", MLFLOW_HTTP_REQUEST_MAX_RETRIES="3")
+    result = check_ok(
+        run_bundle("run", "training", "--config_file", TRAIN, "--bundle_root", root, "--dataset_dir", data,
+                   "--tracking_uri", url, "--run_name", "served_run", "--max_epochs", "2", "--num_workers", "0",
+                   "--batch_size", "4", "--image_size", "[64, 64]", env=env, log_file=tmp_path / "train.log")
+    )
+    assert "metrics were NOT all logged" not in result.output
+    assert not (root / "runs" / "mlflow.db").exists(), "tracked to the local sqlite store instead of the server"
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("egeunet_skin_lesion_segmentation")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'served_run'")
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in metric_steps(client, run.info.run_id, "train_loss")] == [1, 2, 3, 4]
+    assert [s for s, _ in metric_steps(client, run.info.run_id, "lr")] == [1, 2]
+    assert [s for s, _ in metric_steps(client, run.info.run_id, "val_mean_dice")] == [1, 2]
+    assert metric_steps(client, run.info.run_id, "lr")[0][1] == pytest.approx(1e-3)
+    params = run.data.params
+    assert (params["train_images"], params["val_images"], params["batch_size"]) == ("8", "2", "4")
+
+    assert {"model.pt", "datalist_split.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    local = client.download_artifacts(run.info.run_id, "model.pt", str(tmp_path / "downloaded"))
+    assert Path(local).read_bytes() == (root / "models" / "model.pt").read_bytes()
+    # the server stored it under its --artifacts-destination
+    stored = list(artifacts_dir.rglob("model.pt"))
+    assert len(stored) == 1 and stored[0].read_bytes() == Path(local).read_bytes()

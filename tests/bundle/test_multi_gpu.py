@@ -1,0 +1,145 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""configs/multi_gpu_train.json: ``torchrun`` + DistributedDataParallel, run for real on CPU with 2 processes and the
+gloo backend, and the config's rank-0-only handlers checked against train.json's handler lists."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_helpers import (
+    MULTI_GPU_TRAIN,
+    REPO_ROOT,
+    bundle_env,
+    check_ok,
+    epoch_log_lines,
+    metric_steps,
+    mlflow_client,
+    run_command,
+    seed_mlflow_store,
+    training_runs,
+)
+
+RANK_ONLY = "$dist.get_rank() > 0"
+# handlers that write files or logs once for the whole job: disabled on ranks other than 0
+RANK_ZERO_KINDS = ("CheckpointSaver", "MLFlowHandler", "StatsHandler")
+
+
+def _merged_config() -> dict:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO_ROOT / "configs" / "train.json"), str(REPO_ROOT / "configs" / "multi_gpu_train.json")])
+    return parser.get()
+
+
+def test_rank_zero_handlers_are_disabled_on_other_ranks():
+    """Every checkpoint saver, MLflow and Stats handler of train.json's lists is disabled on ranks != 0 by
+    multi_gpu_train.json, and nothing else is: a handler added to train.json (or a list reordered) fails here
+    instead of silently writing from every rank or disabling the wrong handler."""
+    config = _merged_config()
+    seen = []
+    for list_id in ("train#handlers", "train#trainer_handlers", "validate#handlers"):
+        section, key = list_id.split("#")
+        for index, handler in enumerate(config[section][key]):
+            target = handler["_target_"]
+            if target.endswith("RankLogger"):
+                assert "_disabled_" not in handler, "the per-rank log must run on every rank"
+                continue
+            rank_zero = target.split(".")[-1].endswith(RANK_ZERO_KINDS)
+            disabled = handler.get("_disabled_")
+            where = f"{list_id}#{index} ({target})"
+            if rank_zero:
+                assert disabled == RANK_ONLY, f"{where} must be disabled on ranks != 0, has _disabled_={disabled!r}"
+                seen.append(target.split(".")[-1])
+            else:
+                assert disabled != RANK_ONLY, f"{where} is not a rank-0-only handler but is disabled on other ranks"
+    # train: StatsHandler, MLflow, epoch checkpoints; validate: best-model saver, StatsHandler
+    assert len(seen) >= 5, seen
+    for kind in RANK_ZERO_KINDS:
+        assert any(s.endswith(kind) for s in seen), f"no {kind} found among {seen}"
+
+
+def test_multi_gpu_config_wraps_network_and_samplers():
+    config = _merged_config()
+    assert config["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    assert "LOCAL_RANK" in config["device"]
+    for part, shuffle in (("train", True), ("validate", False)):
+        sampler = config[part]["sampler"]
+        assert sampler["_target_"] == "DistributedSampler" and sampler["shuffle"] is shuffle
+        assert config[part]["dataloader"]["sampler"] == f"@{part}#sampler"
+        assert config[part]["dataloader"]["shuffle"] is False  # shuffling is the sampler's job now
+    init = " ".join(config["initialize"])
+    assert "init_process_group" in init and "'nccl' if torch.cuda.is_available() else 'gloo'" in init
+    assert "destroy_process_group" in " ".join(config["finalize"])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path: Path, mlflow_template: Path):
+    from egeunet_monai.data import generate_synthetic_dataset
+    from egeunet_monai.networks.nets import EGEUNet
+
+    # 10 pairs: 8 for training (4 per rank: 2 batches of 2 each), 2 for validation (1 per rank)
+    data = Path(generate_synthetic_dataset(tmp_path / "data", num_images=10, size=64))
+    root, logs = tmp_path / "bundle", tmp_path / "torchrun_logs"
+    seed_mlflow_store(mlflow_template, root)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = run_command(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "--log-dir", logs, "--redirects", "3",
+         "-m", "monai.bundle", "run", "training", "--config_file", MULTI_GPU_TRAIN, "--bundle_root", root,
+         "--dataset_dir", data, "--max_epochs", "2", "--batch_size", "2", "--num_workers", "0",
+         "--image_size", "[64, 64]"],
+        env=bundle_env(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"),  # CPU and gloo even on a GPU machine
+        log_file=tmp_path / "torchrun.log",
+    )
+    rank_logs = {}
+    for rank in (0, 1):
+        found = sorted(logs.glob(f"*/attempt_0/{rank}/stdout.log"))
+        assert len(found) == 1, f"rank {rank}: expected one stdout.log under {logs}, found {found}"
+        rank_logs[rank] = found[0].read_text() + found[0].with_name("stderr.log").read_text()
+    if result.returncode != 0:
+        pytest.fail(f"torchrun failed ({result.returncode}):\n{result.tail()}\n--- rank 1:\n{rank_logs[1][-3000:]}")
+    check_ok(result)
+
+    # both ranks trained: each logs its own 2 x 2 iterations, on its half of the data (DistributedSampler)
+    for rank, log in rank_logs.items():
+        start = re.search(rf"rank {rank}/2: starting at epoch 1/2, 2 batches per epoch from 4 samples "
+                          r"\(DistributedSampler\); handlers on this rank: (.*)", log)
+        assert start, f"rank {rank} did not log its start:\n{log[-3000:]}"
+        handlers = start[1]
+        for epoch in (1, 2):
+            for it in (1, 2):
+                assert re.search(rf"rank {rank}/2: epoch {epoch}/2, iteration {it}/2 \(global {(epoch - 1) * 2 + it}\),"
+                                 r" train_loss \d", log), f"rank {rank}: no log of epoch {epoch} iteration {it}"
+        if rank == 0:
+            assert "CheckpointSaver" in handlers and "MLFlowHandler" in handlers and "StatsHandler" in handlers, handlers
+            assert [(e, i) for e, _, i, _ in epoch_log_lines(log)] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+            assert "Epoch[2] Metrics -- " in log and "val_mean_dice" in log
+        else:
+            assert not re.search("Checkpoint(Saver)?|MLFlow|Stats", handlers.replace("CheckpointLoader", "")), handlers
+            assert epoch_log_lines(log) == [] and "Metrics --" not in log, "rank 1 printed the rank-0 statistics"
+
+    # only rank 0 wrote: one checkpoint per kind, one best model, one MLflow run
+    checkpoints = sorted(p.name for p in (root / "runs" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint_epoch=2.pt"], checkpoints
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    assert not any(k.startswith("module.") for k in state), "DDP's 'module.' prefix leaked into models/model.pt"
+    net = EGEUNet(in_channels=3, out_channels=1, channels=[8, 16, 24, 32, 48, 64], deep_supervision=True)
+    net.load_state_dict(state)  # strict: the plain network loads it, as inference does
+    resumed = torch.load(root / "runs" / "checkpoints" / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert (resumed["trainer"]["iteration"], resumed["trainer"]["epoch_length"]) == (4, 2)  # 2 epochs of 2 per rank
+
+    client = mlflow_client(root)
+    all_runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(all_runs) == 1, [r.info.run_name for r in all_runs]
+    run = training_runs(client)[0]
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in metric_steps(client, run.info.run_id, "train_loss")] == [1, 2, 3, 4]
+    assert [s for s, _ in metric_steps(client, run.info.run_id, "val_mean_dice")] == [1, 2]
+    split = json.loads((root / "runs" / "datalist_split.json").read_text())
+    assert (len(split["training"]), len(split["validation"])) == (8, 2)
