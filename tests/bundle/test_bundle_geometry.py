@@ -29,7 +29,8 @@ def _inference_parts(output_dir: Path):
     invert_idx = next(i for i, t in enumerate(steps) if t["_target_"] == "Invertd")
     threshold_idx = next(i for i, t in enumerate(steps) if t["_target_"] == "AsDiscreted")
     save_idx = next(i for i, t in enumerate(steps)
-                    if t["_target_"] == "SaveImaged" and t.get("output_ext") == ".png" and t["output_postfix"] == "mask")
+                    if t["_target_"] == "SaveImaged" and t.get("output_ext") == ".png"
+                    and t["output_postfix"] == "mask")
     assert invert_idx < threshold_idx < save_idx and "_disabled_" not in steps[save_idx]
     post = [parser.get_parsed_content(f"postprocessing_transforms#{i}") for i in (invert_idx, threshold_idx, save_idx)]
     return parser.get_parsed_content("preprocessing"), post, parser.get_parsed_content("image_size")

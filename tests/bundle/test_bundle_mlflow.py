@@ -37,7 +37,8 @@ def mlflow_server(tmp_path: Path):
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(tmp_path / 'mlflow_server.log').read_text()}")
+                server_log = (tmp_path / "mlflow_server.log").read_text()
+                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{server_log}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
                     if r.status == 200:

@@ -13,7 +13,6 @@ import pytest
 from bundle_helpers import (
     TRAIN,
     check_ok,
-    dice,
     epoch_log_lines,
     metric_steps,
     mlflow_client,

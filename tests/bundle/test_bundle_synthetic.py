@@ -72,7 +72,8 @@ def test_training_writes_model_checkpoint_and_split(synthetic_trained):
     ckpt = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(ckpt)
     # ignite keeps the iteration and the epoch length: epoch = iteration / epoch_length
-    assert (ckpt["trainer"]["iteration"], ckpt["trainer"]["epoch_length"]) == (epochs * ITERS_PER_EPOCH, ITERS_PER_EPOCH)
+    trainer = ckpt["trainer"]
+    assert (trainer["iteration"], trainer["epoch_length"]) == (epochs * ITERS_PER_EPOCH, ITERS_PER_EPOCH)
     assert ckpt["lr_scheduler"]["last_epoch"] == epochs
 
 
@@ -93,7 +94,8 @@ def test_evaluate_writes_per_image_csvs_pooled_metrics_and_overlays(synthetic_ev
         assert set(raw) == val_images, f"{name}_raw.csv rows are not the validation images"
         assert np.mean(list(raw.values())) == pytest.approx(metrics[name], abs=1e-4)
         assert (eval_dir / f"{name}_summary.csv").is_file()
-    raw_dice, raw_iou = _read_raw_csv(eval_dir / "val_mean_dice_raw.csv"), _read_raw_csv(eval_dir / "val_mean_iou_raw.csv")
+    raw_dice = _read_raw_csv(eval_dir / "val_mean_dice_raw.csv")
+    raw_iou = _read_raw_csv(eval_dir / "val_mean_iou_raw.csv")
     for image in val_images:  # per image too, IoU = Dice / (2 - Dice)
         assert raw_iou[image] == pytest.approx(raw_dice[image] / (2 - raw_dice[image]), abs=1e-4)
 
