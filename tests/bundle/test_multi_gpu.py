@@ -73,9 +73,50 @@ def test_multi_gpu_config_wraps_network_and_samplers():
         assert sampler["_target_"] == "DistributedSampler" and sampler["shuffle"] is shuffle
         assert config[part]["dataloader"]["sampler"] == f"@{part}#sampler"
         assert config[part]["dataloader"]["shuffle"] is False  # shuffling is the sampler's job now
+    # the MLflow run name (and its record for --resume) comes from rank 0 only, with train.json's expression
+    from monai.bundle import ConfigParser
+
+    single = ConfigParser.load_config_file(str(REPO_ROOT / "configs" / "train.json"))
+    assert config["run_name"] == f"{single['run_name']} if dist.get_rank() == 0 else None"
     init = " ".join(config["initialize"])
     assert "init_process_group" in init and "'nccl' if torch.cuda.is_available() else 'gloo'" in init
     assert "destroy_process_group" in " ".join(config["finalize"])
+
+
+def _torchrun(root: Path, data: Path, logs: Path, max_epochs: int, *extra: str):
+    """The multi-GPU training with 2 processes on CPU (gloo); returns the result and each rank's output."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = run_command(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "--log-dir", logs, "--redirects", "3",
+         "-m", "monai.bundle", "run", "training", "--config_file", MULTI_GPU_TRAIN, "--bundle_root", root,
+         "--dataset_dir", data, "--max_epochs", str(max_epochs), "--batch_size", "2", "--num_workers", "0",
+         "--image_size", "[64, 64]", *extra],
+        env=bundle_env(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"),  # CPU and gloo even on a GPU machine
+        log_file=logs.with_suffix(".log"),
+    )
+    rank_logs = {}
+    for rank in (0, 1):
+        found = sorted(logs.glob(f"*/attempt_0/{rank}/stdout.log"))
+        assert len(found) == 1, f"rank {rank}: expected one stdout.log under {logs}, found {found}"
+        rank_logs[rank] = found[0].read_text() + found[0].with_name("stderr.log").read_text()
+    if result.returncode != 0:
+        pytest.fail(f"torchrun failed ({result.returncode}):\n{result.tail()}\n--- rank 1:\n{rank_logs[1][-3000:]}")
+    return check_ok(result), rank_logs
+
+
+def _check_rank_log(rank: int, log: str, epochs: range, max_epochs: int) -> str:
+    """The rank logged its start and each of its iterations (2 per epoch); returns its list of handlers."""
+    start = re.search(rf"rank {rank}/2: starting at epoch {epochs[0]}/{max_epochs}, 2 batches per epoch from 4 "
+                      r"samples \(DistributedSampler\); handlers on this rank: (.*)", log)
+    assert start, f"rank {rank} did not log its start at epoch {epochs[0]}:\n{log[-3000:]}"
+    for epoch in epochs:
+        for it in (1, 2):
+            assert re.search(rf"rank {rank}/2: epoch {epoch}/{max_epochs}, iteration {it}/2 "
+                             rf"\(global {(epoch - 1) * 2 + it}\), train_loss \d", log), (
+                f"rank {rank}: no log of epoch {epoch} iteration {it}")
+    iterations = re.findall(rf"rank {rank}/2: epoch (\d+)/", log)
+    assert sorted(set(map(int, iterations))) == list(epochs), f"rank {rank} trained epochs {iterations}"
+    return start[1]
 
 
 @pytest.mark.slow
@@ -85,46 +126,23 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, mlflow_template: Path):
 
     # 10 pairs: 8 for training (4 per rank: 2 batches of 2 each), 2 for validation (1 per rank)
     data = Path(generate_synthetic_dataset(tmp_path / "data", num_images=10, size=64))
-    root, logs = tmp_path / "bundle", tmp_path / "torchrun_logs"
+    root = tmp_path / "bundle"
     seed_mlflow_store(mlflow_template, root)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = run_command(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "--log-dir", logs, "--redirects", "3",
-         "-m", "monai.bundle", "run", "training", "--config_file", MULTI_GPU_TRAIN, "--bundle_root", root,
-         "--dataset_dir", data, "--max_epochs", "2", "--batch_size", "2", "--num_workers", "0",
-         "--image_size", "[64, 64]"],
-        env=bundle_env(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"),  # CPU and gloo even on a GPU machine
-        log_file=tmp_path / "torchrun.log",
-    )
-    rank_logs = {}
-    for rank in (0, 1):
-        found = sorted(logs.glob(f"*/attempt_0/{rank}/stdout.log"))
-        assert len(found) == 1, f"rank {rank}: expected one stdout.log under {logs}, found {found}"
-        rank_logs[rank] = found[0].read_text() + found[0].with_name("stderr.log").read_text()
-    if result.returncode != 0:
-        pytest.fail(f"torchrun failed ({result.returncode}):\n{result.tail()}\n--- rank 1:\n{rank_logs[1][-3000:]}")
-    check_ok(result)
+    _, rank_logs = _torchrun(root, data, tmp_path / "logs_first", 2)
 
     # both ranks trained: each logs its own 2 x 2 iterations, on its half of the data (DistributedSampler)
     for rank, log in rank_logs.items():
-        start = re.search(rf"rank {rank}/2: starting at epoch 1/2, 2 batches per epoch from 4 samples "
-                          r"\(DistributedSampler\); handlers on this rank: (.*)", log)
-        assert start, f"rank {rank} did not log its start:\n{log[-3000:]}"
-        handlers = start[1]
-        for epoch in (1, 2):
-            for it in (1, 2):
-                assert re.search(rf"rank {rank}/2: epoch {epoch}/2, iteration {it}/2 \(global {(epoch - 1) * 2 + it}\),"
-                                 r" train_loss \d", log), f"rank {rank}: no log of epoch {epoch} iteration {it}"
+        handlers = _check_rank_log(rank, log, range(1, 3), 2)
         if rank == 0:
             for kind in RANK_ZERO_KINDS:
                 assert kind in handlers, f"rank 0 lacks its {kind}: {handlers}"
             assert [(e, i) for e, _, i, _ in epoch_log_lines(log)] == [(1, 1), (1, 2), (2, 1), (2, 2)]
             assert "Epoch[2] Metrics -- " in log and "val_mean_dice" in log
         else:
-            assert not re.search("Checkpoint(Saver)?|MLFlow|Stats", handlers.replace("CheckpointLoader", "")), handlers
+            assert not re.search("Checkpoint|MLFlow|Stats", handlers), handlers
             assert epoch_log_lines(log) == [] and "Metrics --" not in log, "rank 1 printed the rank-0 statistics"
 
-    # only rank 0 wrote: one checkpoint per kind, one best model, one MLflow run
+    # only rank 0 wrote: one checkpoint, one best model, one MLflow run
     checkpoints = sorted(p.name for p in (root / "runs" / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint_epoch=2.pt"], checkpoints
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
@@ -132,16 +150,29 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, mlflow_template: Path):
     assert not any(k.startswith("module.") for k in state), "DDP's 'module.' prefix leaked into models/model.pt"
     net = EGEUNet(in_channels=3, out_channels=1, channels=[8, 16, 24, 32, 48, 64], deep_supervision=True)
     net.load_state_dict(state)  # strict: the plain network loads it, as inference does
-    resumed = torch.load(root / "runs" / "checkpoints" / "checkpoint_epoch=2.pt", map_location="cpu",
-                         weights_only=False)
-    assert (resumed["trainer"]["iteration"], resumed["trainer"]["epoch_length"]) == (4, 2)  # 2 epochs of 2 per rank
+    ckpt = torch.load(root / "runs" / "checkpoints" / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert (ckpt["trainer"]["iteration"], ckpt["trainer"]["epoch_length"]) == (4, 2)  # 2 epochs of 2 per rank
 
     client = mlflow_client(root)
     all_runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(all_runs) == 1, [r.info.run_name for r in all_runs]
     run = training_runs(client)[0]
     assert run.info.status == "FINISHED"
+    run_name = (root / "runs" / "mlflow_run_name.txt").read_text().strip()
+    assert run.info.run_name == run_name
     assert [s for s, _ in metric_steps(client, run.info.run_id, "train_loss")] == [1, 2, 3, 4]
     assert [s for s, _ in metric_steps(client, run.info.run_id, "val_mean_dice")] == [1, 2]
     split = json.loads((root / "runs" / "datalist_split.json").read_text())
     assert (len(split["training"]), len(split["validation"])) == (8, 2)
+
+    # --resume true: every rank loads rank 0's checkpoint and goes on at epoch 3
+    _, rank_logs = _torchrun(root, data, tmp_path / "logs_resumed", 3, "--resume", "true")
+    for rank, log in rank_logs.items():
+        handlers = _check_rank_log(rank, log, range(3, 4), 3)
+        assert "CheckpointLoader" in handlers, f"rank {rank} did not load the checkpoint: {handlers}"
+    ckpt = torch.load(root / "runs" / "checkpoints" / "checkpoint_epoch=3.pt", map_location="cpu", weights_only=False)
+    assert ckpt["trainer"]["iteration"] == 6
+    assert (root / "runs" / "mlflow_run_name.txt").read_text().strip() == run_name
+    loss_steps = sorted(m.step for r in training_runs(client, run_name)
+                        for m in client.get_metric_history(r.info.run_id, "train_loss"))
+    assert loss_steps == [1, 2, 3, 4, 5, 6], loss_steps
