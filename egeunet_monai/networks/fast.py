@@ -18,8 +18,8 @@ rounding of ``net.eval()(images)`` (about 1e-6 on probabilities with trained wei
 - on CPU the two full-resolution levels (first two encoder stages, last decoder stage, first bridge) run two images
   at a time so that what one stage writes is still in cache when the next reads it (bit-identical; the largest
   single gain at batch 8 and above).
-- the dilated depth-wise convolutions of GAB (dilations 5 and 7 are off the fast kernels of oneDNN) and all of
-  them on feature maps of 64x64 or more, are nine shifted multiply-adds.
+- the depth-wise convolutions of GAB with dilations 5 and 7 (off the fast kernels of oneDNN) are nine shifted
+  multiply-adds; its four group LayerNorms run as one grouped normalisation after one concatenation;
 
 It is for inference only (no gradients, no deep-supervision outputs). After changing the source network's weights,
 call :func:`optimize_for_inference` again.
@@ -89,22 +89,21 @@ def _fold_affine_into_pointwise(norm: ChannelFirstLayerNorm, conv: nn.Conv2d) ->
 
 
 class _DepthwiseConv(nn.Module):
-    """A 3x3 depth-wise conv (zero padding, "same" size) that picks, per feature-map size, oneDNN or nine shifted
-    multiply-adds (faster on CPU for large maps and large dilations)."""
+    """A 3x3 depth-wise conv (zero padding, "same" size): oneDNN for dilations 1 and 2, nine shifted multiply-adds
+    on CPU for larger dilations (which oneDNN runs on a slow reference path: about 4x slower)."""
 
-    def __init__(self, conv: nn.Conv2d, shift_min_size: int = 64) -> None:
+    def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
         self.dilation = int(conv.dilation[0])
         self.padding = int(conv.padding[0])
-        self.shift_min_size = shift_min_size
         if conv.kernel_size != (3, 3) or conv.groups != conv.in_channels or self.padding != self.dilation:
             raise ValueError("expected a 3x3 depth-wise conv with padding equal to its dilation")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[2], x.shape[3]
-        if x.device.type != "cpu" or (self.dilation <= 2 and min(height, width) < self.shift_min_size):
+        if x.device.type != "cpu" or self.dilation <= 2:
             return self.conv(x)
+        height, width = x.shape[2], x.shape[3]
         d = self.dilation
         channels = x.shape[1]
         padded = F.pad(x, (d, d, d, d))
@@ -175,7 +174,13 @@ class _FastGAB(nn.Module):
         super().__init__()
         self.block = block
         self.groups = nn.ModuleList(_DepthwiseConv(getattr(block, f"g{i}")[1]) for i in range(4))
-        self.norms = [getattr(block, f"g{i}")[0] for i in range(4)]
+        norms = [getattr(block, f"g{i}")[0] for i in range(4)]
+        self.group_eps = norms[0].eps
+        if any(n.eps != self.group_eps for n in norms):
+            raise ValueError("the four GAB group norms must share one eps")
+        # the four group norms' affines, in the order of the concatenated groups
+        self.register_buffer("group_weight", torch.cat([n.weight.detach() for n in norms]), persistent=False)
+        self.register_buffer("group_bias", torch.cat([n.bias.detach() for n in norms]), persistent=False)
         tail_norm, tail_conv = block.tail_conv[0], block.tail_conv[1]
         self.tail_eps = tail_norm.eps
         w, b = _fold_affine_into_pointwise(tail_norm, tail_conv)
@@ -187,11 +192,16 @@ class _FastGAB(nn.Module):
         xh = _up(xh, [int(xl.shape[2]), int(xl.shape[3])])
         xh_groups = torch.chunk(xh, 4, dim=1)
         xl_groups = torch.chunk(xl, 4, dim=1)
-        outs = []
+        # one concatenation and one grouped LayerNorm for the four groups instead of four of each
+        parts: list[torch.Tensor] = []
         for i in range(4):
-            norm = self.norms[i]
-            y = _affine(_normalize(torch.cat((xh_groups[i], xl_groups[i], mask), dim=1), norm.eps), norm.weight, norm.bias)
-            outs.append(self.groups[i](y))
+            parts += [xh_groups[i], xl_groups[i], mask]
+        z = torch.cat(parts, dim=1)
+        n, c, h, w = z.shape
+        z = _normalize(z.view(n * 4, c // 4, h, w), self.group_eps).view(n, c, h, w)
+        z = _affine(z, self.group_weight, self.group_bias)
+        g = c // 4
+        outs = [self.groups[i](z[:, i * g : (i + 1) * g]) for i in range(4)]
         return F.conv2d(_normalize(torch.cat(outs, dim=1), self.tail_eps), self.tail_weight, self.tail_bias)
 
 

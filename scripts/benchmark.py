@@ -1,0 +1,823 @@
+#!/usr/bin/env python
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""Speed of EGE-UNet on this machine: every path measured side by side in one run, one Markdown table.
+
+Rows (each timed in the same run, the paths of a group interleaved repeat by repeat so that a busy machine slows
+them alike; the eager network, the faithful port of the original, is the reference of every ratio):
+
+- inference at HxW (default 256x256): batch 1 latency and batch 8 / 64 throughput for eager PyTorch, eager with
+  channels-last tensors, ``optimize_for_inference`` (egeunet_monai.networks.fast), TorchScript (``torch.jit.script``,
+  what ``monai.bundle ckpt_export`` writes), ONNX Runtime on CPU (egeunet_monai.export), bf16 autocast and, with
+  ``--compile``, ``torch.compile``; with the largest difference of each from eager (logits and probabilities);
+- training: images/s of one optimizer step at batch 8 (forward, EGEUNetLoss, backward, AdamW) in fp32, with
+  channels-last tensors, with bf16 autocast (and ``--compile``);
+- training end to end through the bundle: configs/train.json's own ``train#dataloader`` (built with
+  ``monai.bundle.ConfigParser``, ``dataset_dir`` pointing at real images, a subset of ``--train-images``): the
+  one-off decoding and resizing into the CacheDataset, the loader alone, and loader + step for each
+  ``--num-workers``;
+- inference end to end through configs/inference.json on full-size photographs (decode, resize, infer, resize back,
+  write PNG), eager and ONNX Runtime, in a child process each: images/s and peak RSS;
+- parameters, multiply-adds counted with ``torch.utils.flop_counter.FlopCounterMode``, and the bound they imply
+  from the machine's measured float32 matmul rate.
+
+Two rates are given for every timing: wall clock (what a user sees) and CPU time (the process's CPU seconds: on a
+shared machine it is much less disturbed by other processes, but it counts threads spinning while they wait).
+
+Examples::
+
+    python scripts/benchmark.py --quick                      # smoke run, about a minute on an idle 2-core CPU
+    python scripts/benchmark.py --out docs/benchmark_table.md
+    python scripts/benchmark.py --threads 1 --repeats 7 --batch-sizes 1 8
+
+Nothing is written outside a temporary folder (and ``--out``/``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SHARED = REPO_ROOT.parent / "shared"
+# the released weights if the repository has them, else the original training script's checkpoint
+DEFAULT_WEIGHTS = next(
+    (p for p in (REPO_ROOT / "bundle" / "models" / "model.pt", SHARED / "reference" / "original_trained_isic2017_17ep.pth")
+     if p.is_file()),
+    REPO_ROOT / "bundle" / "models" / "model.pt",
+)
+DEFAULT_TRAIN_DIR = SHARED / "data" / "isic2017_train_256"
+DEFAULT_PH2_DIR = SHARED / "data" / "ph2" / "images"
+MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
+ORIGINAL_CONV_MACS = 72_096_256  # the original implementation's convolutions, 1x3x256x256 (../shared/reference)
+
+
+# ----------------------------------------------------------------------------------------------------------- utils
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def machine_description(threads: int) -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "not installed"
+    import monai
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "monai": monai.__version__,
+        "onnxruntime": ort_version,
+        "python": platform.python_version(),
+    }
+
+
+def load_average() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "load: " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+@dataclass
+class Row:
+    group: str
+    path: str
+    batch: str
+    unit: str  # "ms/img" (lower is better) or "img/s" (higher is better) or a free text unit
+    values: list[float] = field(default_factory=list)  # wall-clock rate per repeat
+    cpu_values: list[float] = field(default_factory=list)  # CPU-time rate per repeat
+    ratio: float | None = None  # vs the reference, wall clock (median of per-repeat ratios), >1 is faster
+    cpu_ratio: float | None = None
+    diff: str = ""
+    note: str = ""
+    text: str | None = None  # a value that is not a timing
+
+
+def _fmt(v: float) -> str:
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def render(rows: list[Row]) -> str:
+    head = (
+        "| group | path | batch | median | spread (min-max) | unit | CPU-time rate | vs eager (wall) | "
+        "vs eager (CPU) | max abs diff vs eager: logits / prob | notes |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        if r.text is not None:
+            median, spread, cpu = r.text, "", ""
+        else:
+            median = _fmt(statistics.median(r.values)) if r.values else "-"
+            spread = f"{_fmt(min(r.values))}-{_fmt(max(r.values))}" if len(r.values) > 1 else ""
+            cpu = _fmt(statistics.median(r.cpu_values)) if r.cpu_values else ""
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+        cpu_ratio = f"{r.cpu_ratio:.2f}x" if r.cpu_ratio is not None else ""
+        lines.append(
+            f"| {r.group} | {r.path} | {r.batch} | {median} | {spread} | {r.unit} | {cpu} | {ratio} | {cpu_ratio} | "
+            f"{r.diff} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], images: int, repeats: int, calls: int = 1, warmup: int = 1
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Per repeat and per path: (wall seconds, CPU seconds) per image, the paths run one after the other in each
+    repeat (and in a rotating order, so that none always runs first)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(calls):
+                fns[name]()
+            wall[name].append((time.perf_counter() - w0) / (calls * images))
+            cpu[name].append((time.process_time() - c0) / (calls * images))
+    return {k: (wall[k], cpu[k]) for k in fns}
+
+
+def rows_from_timings(
+    group: str, batch: int, timings: dict, reference: str, latency: bool, diffs: dict, notes: dict
+) -> list[Row]:
+    rows = []
+    ref_wall, ref_cpu = timings[reference]
+    for name, (wall, cpu) in timings.items():
+        if latency:
+            values = [1e3 * w for w in wall]
+            cpu_values = [1e3 * c for c in cpu]
+            unit = "ms/img"
+        else:
+            values = [1 / w for w in wall]
+            cpu_values = [1 / c for c in cpu]
+            unit = "img/s"
+        ratio = statistics.median(rw / w for rw, w in zip(ref_wall, wall))
+        cpu_ratio = statistics.median(rc / c for rc, c in zip(ref_cpu, cpu))
+        rows.append(
+            Row(group, name, str(batch), unit, values, cpu_values, ratio, cpu_ratio, diffs.get(name, ""), notes.get(name, ""))
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- model and data
+def load_model(weights: str | None):
+    from egeunet_monai.networks import EGEUNet, load_original_state_dict
+
+    net = EGEUNet()
+    if weights and os.path.isfile(weights):
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        try:
+            net.load_state_dict(state)
+        except RuntimeError:
+            net = load_original_state_dict(net, weights)
+        return net, f"weights {weights}"
+    torch.manual_seed(0)
+    return net, "random initial weights (no --weights file found)"
+
+
+def load_real_batch(folder: Path, count: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``count`` real images (min-max scaled to [0, 255], as the bundle feeds the network) and their masks."""
+    from PIL import Image
+
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    files = sorted(images_dir.glob("*.jpg"))[:count] if images_dir.is_dir() else []
+    if not files:
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(count, 3, *size, generator=g) * 255
+        return x, (x[:, :1] > 127).float(), "random images (no real data found)"
+    xs, ys = [], []
+    for f in files:
+        img = Image.open(f).convert("RGB").resize(size[::-1], Image.BILINEAR)
+        a = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
+        a = (a - a.min()) / max(float(a.max() - a.min()), 1e-8) * 255
+        xs.append(torch.from_numpy(a))
+        m = masks_dir / f"{f.stem}_segmentation.png"
+        if m.is_file():
+            mask = np.asarray(Image.open(m).convert("L").resize(size[::-1], Image.NEAREST)) > 127
+        else:
+            mask = a[0] > 127
+        ys.append(torch.from_numpy(mask.astype(np.float32))[None])
+    while len(xs) < count:  # fewer files than asked: repeat
+        xs.append(xs[len(xs) % len(files)])
+        ys.append(ys[len(ys) % len(files)])
+    return torch.stack(xs), torch.stack(ys), f"{len(files)} real images from {folder}"
+
+
+# ------------------------------------------------------------------------------------------------------ inference
+def inference_rows(args, net, x_all: torch.Tensor, tmp: Path) -> tuple[list[Row], list[str]]:
+    from egeunet_monai.networks.fast import optimize_for_inference
+
+    messages = []
+    net = net.eval()
+    paths: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    notes: dict[str, str] = {}
+    paths["eager (reference)"] = net
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    paths["eager, channels_last"] = lambda x: net_cl(x.contiguous(memory_format=torch.channels_last))
+    paths["optimize_for_inference"] = optimize_for_inference(net)
+    notes["optimize_for_inference"] = (
+        "egeunet_monai.networks.fast: full-resolution levels 2 images at a time, folded gates/affines, "
+        "row/column max-pool, shifted dilated depth-wise convs"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths["TorchScript (script)"] = torch.jit.script(copy.deepcopy(net))
+    notes["TorchScript (script)"] = "what ckpt_export writes; recomputes the gates every call"
+    try:
+        from egeunet_monai.export import export_onnx, load_onnx_predictor
+
+        t0 = time.perf_counter()
+        onnx_file = export_onnx(net, tmp / "model.onnx", image_size=(args.size, args.size), check=False)
+        messages.append(f"ONNX export: {time.perf_counter() - t0:.1f} s wall")
+        paths["ONNX Runtime (CPU)"] = load_onnx_predictor(onnx_file, threads=args.threads, providers=["CPUExecutionProvider"])
+        notes["ONNX Runtime (CPU)"] = "export_onnx + load_onnx_predictor, opset 17"
+    except ImportError as err:
+        messages.append(f"ONNX Runtime row skipped: {err}")
+    bf16 = "eager, bf16 autocast"
+
+    def run_bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return net(x).float()
+
+    if args.bf16:
+        paths[bf16] = run_bf16
+        notes[bf16] = "reduced precision: not within 1e-5 by design"
+    if args.compile:
+        t0 = time.perf_counter()
+        compiled = torch.compile(copy.deepcopy(net))
+        with torch.no_grad():
+            compiled(x_all[:8])
+        messages.append(f"torch.compile (inference): first call {time.perf_counter() - t0:.0f} s wall")
+        paths["torch.compile (inductor)"] = compiled
+
+    rows: list[Row] = []
+    with torch.no_grad():
+        # accuracy on the largest batch measured (real images), and eager's own float32 error (vs float64)
+        probe = x_all[: max(b for b in args.batch_sizes)]
+        reference = net(probe)
+        diffs = {}
+        for name, fn in paths.items():
+            out = fn(probe)
+            out = out.as_tensor() if hasattr(out, "as_tensor") else out
+            d_logit = (out - reference).abs().max().item()
+            d_prob = (torch.sigmoid(out) - torch.sigmoid(reference)).abs().max().item()
+            diffs[name] = f"{d_logit:.1e} / {d_prob:.1e}"
+        net64 = copy.deepcopy(net).double()
+        exact = net64(probe.double())
+        d_logit = (reference.double() - exact).abs().max().item()
+        d_prob = (torch.sigmoid(reference.double()) - torch.sigmoid(exact)).abs().max().item()
+        diffs["eager (reference)"] = f"vs float64: {d_logit:.1e} / {d_prob:.1e}"
+        del net64, exact
+        for batch in args.batch_sizes:
+            x = x_all[:batch].contiguous()
+            names = [n for n in paths if batch in (8,) or n != bf16 or args.bf16_all]
+            fns = {n: (lambda f=paths[n]: f(x)) for n in names}
+            latency = batch == 1
+            log(f"inference batch {batch}: {', '.join(names)}")
+            timings = interleaved(
+                fns,
+                images=batch,
+                repeats=args.repeats if batch <= 8 else max(2, args.repeats - 2),
+                calls=args.latency_calls if latency else 1,
+                warmup=2,
+            )
+            label = f"inference {args.size}x{args.size}" + (" latency" if latency else " throughput")
+            rows += rows_from_timings(label, batch, timings, "eager (reference)", latency, diffs, notes)
+    return rows, messages
+
+
+# ------------------------------------------------------------------------------------------------------- training
+def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[list[Row], list[str]]:
+    from egeunet_monai.losses import EGEUNetLoss
+
+    batch = args.train_batch
+    x, y = x_all[:batch].contiguous(), y_all[:batch].contiguous()
+    loss_fn = EGEUNetLoss()
+    messages = []
+
+    def make(channels_last=False, amp=False, compile_=False):
+        net = copy.deepcopy(net0).train()
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+        model = torch.compile(net) if compile_ else net
+        xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                outs = model(xx)
+            loss = loss_fn([o.float() for o in outs], y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step
+
+    fns = {"eager fp32 (reference)": make(), "channels_last": make(channels_last=True)}
+    if args.bf16:
+        fns["bf16 autocast (AMP)"] = make(amp=True)
+    if args.compile:
+        t0 = time.perf_counter()
+        step = make(compile_=True)
+        step()
+        messages.append(f"torch.compile (training step): first step {time.perf_counter() - t0:.0f} s wall")
+        fns["torch.compile (inductor)"] = step
+    log(f"training step batch {batch}: {', '.join(fns)}")
+    timings = interleaved(fns, images=batch, repeats=args.repeats, warmup=1)
+    rows = rows_from_timings(
+        "training step (fwd+loss+bwd+AdamW)", batch, timings, "eager fp32 (reference)", False, {}, {}
+    )
+    return rows, messages
+
+
+# ---------------------------------------------------------------------------------------- bundle (child processes)
+def _child_train(opts: dict) -> dict:
+    """Build configs/train.json's train#dataloader, network, loss and optimizer with ConfigParser and time them."""
+    from monai.bundle import ConfigParser
+
+    torch.set_num_threads(opts["threads"])
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "configs" / "train.json"))
+    parser.update(
+        {
+            "bundle_root": opts["tmp"],
+            "output_dir": opts["tmp"] + "/runs",
+            "ckpt_dir": opts["tmp"] + "/models",
+            "dataset_dir": opts["data"],
+            "num_workers": opts["num_workers"],
+            "device": "$torch.device('cpu')",
+            "train#dataset#progress": False,
+            "train#dataset#data": f"$@datalists['training'][:{opts['images']}]",
+        }
+    )
+    parser.parse(True)
+    result: dict = {"num_workers": opts["num_workers"]}
+    t0, c0 = time.perf_counter(), time.process_time()
+    loader = parser.get_parsed_content("train#dataloader")  # builds and fills the CacheDataset
+    result["cache_s"] = time.perf_counter() - t0
+    result["cache_cpu_s"] = time.process_time() - c0
+    result["cache_images"] = len(loader.dataset)
+    net = parser.get_parsed_content("network")
+    loss_fn = parser.get_parsed_content("loss")
+    opt = parser.get_parsed_content("optimizer")
+    net.train()
+
+    def children_cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    def epoch(step: bool) -> tuple[list[float], list[float], int]:
+        """Per batch (after the first two): wall and CPU seconds per image, this process and its workers."""
+        walls, cpus, n = [], [], 0
+        result.setdefault("batch_seconds", [])
+        t_prev, c_prev = time.perf_counter(), time.process_time() + children_cpu()
+        for i, batch in enumerate(loader):
+            if step:
+                images, labels = batch["image"], batch["label"]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(images), labels)
+                loss.backward()
+                opt.step()
+            t_now, c_now = time.perf_counter(), time.process_time() + children_cpu()
+            if i >= 2:
+                result["batch_seconds"].append(t_now - t_prev)
+                walls.append((t_now - t_prev) / len(batch["image"]))
+                cpus.append((c_now - c_prev) / len(batch["image"]))
+                n += len(batch["image"])
+            t_prev, c_prev = t_now, c_now
+        return walls, cpus, n
+
+    if opts["loader_only"]:
+        walls, cpus, n = epoch(step=False)
+    else:
+        walls, cpus, n = epoch(step=True)
+    result.update(walls=walls, cpus=cpus, images=n)
+    # CPU seconds of worker processes are only counted once they exit (persistent workers exit with the loader)
+    return result
+
+
+def _child_infer(opts: dict) -> dict:
+    """Run configs/inference.json's evaluator on a folder of photographs; images/s and peak RSS."""
+    from monai.bundle import ConfigParser
+
+    torch.set_num_threads(opts["threads"])
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "configs" / "inference.json"))
+    overrides = {
+        "bundle_root": str(REPO_ROOT),
+        "dataset_dir": opts["images"],
+        "output_dir": opts["out"],
+        "device": "$torch.device('cpu')",
+    }
+    if opts.get("onnx"):
+        overrides["onnx_path"] = opts["onnx"]
+        # the config's own expression, with the thread count of this run
+        overrides["network"] = f"$egeunet_monai.export.load_onnx_predictor(@onnx_path, threads={opts['threads']})"
+    else:
+        overrides["ckpt_path"] = opts["ckpt"]
+    parser.update(overrides)
+    parser.parse(True)
+    evaluator = parser.get_parsed_content("evaluator")  # its val_handlers (weights loader) attach here
+    n = len(parser.get_parsed_content("datalist"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    evaluator.run()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    written = len(list(Path(opts["out"]).glob("*_mask.png")))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"images": n, "written": written, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb}
+
+
+def run_child(kind: str, opts: dict, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", kind, "--_opts", json.dumps(opts)]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT), env=env)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"{kind} child failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def bundle_train_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
+    rows, messages = [], []
+    if not (args.train_dir / "images").is_dir():
+        return rows, [f"bundle training rows skipped: no real data at {args.train_dir}"]
+    group = f"training end to end, bundle train#dataloader ({args.train_images} real images, batch 8)"
+    settings = [("loader only", 0, True)] + [("loader + step", nw, False) for nw in args.num_workers]
+    first = True
+    for label, nw, loader_only in settings:
+        log(f"bundle training: {label}, num_workers={nw}")
+        opts = {
+            "tmp": str(tmp / f"train_nw{nw}_{int(loader_only)}"),
+            "data": str(args.train_dir),
+            "images": args.train_images,
+            "num_workers": nw,
+            "threads": args.threads,
+            "loader_only": loader_only,
+        }
+        res = run_child("train", opts, timeout=args.child_timeout)
+        if first:
+            rows.append(
+                Row(
+                    group,
+                    "CacheDataset fill (decode + resize, once)",
+                    "-",
+                    "img/s",
+                    [res["cache_images"] / res["cache_s"]],
+                    [res["cache_images"] / max(res["cache_cpu_s"], 1e-9)],
+                    note=f"num_workers={nw} (CPU time of the main process only)",
+                )
+            )
+            first = False
+        walls, cpus = res["walls"], res["cpus"]
+        # one value per window of 4 batches: the spread over the epoch
+        window = 4
+        values = [1 / statistics.mean(walls[i : i + window]) for i in range(0, len(walls) - window + 1, window)] or [
+            1 / statistics.mean(walls)
+        ]
+        total = res["images"] / sum(res["batch_seconds"]) if walls else float("nan")
+        rows.append(
+            Row(
+                group,
+                f"{label}, num_workers={nw}" + (" (augment + collate only)" if loader_only else ""),
+                "8",
+                "img/s",
+                values,
+                [1 / statistics.mean(cpus)] if nw == 0 else [],
+                note=f"{res['images']} images timed, epoch rate {total:.2f} img/s"
+                + ("" if nw == 0 else "; CPU-time rate omitted (workers' CPU is not visible while they run)"),
+            )
+        )
+    return rows, messages
+
+
+def bundle_infer_rows(args, net, tmp: Path) -> tuple[list[Row], list[str]]:
+    rows, messages = [], []
+    files = sorted(p for p in args.ph2_dir.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if not files:
+        return rows, [f"bundle inference rows skipped: no images at {args.ph2_dir}"]
+    files = files[: args.ph2_images]
+    folder = tmp / "ph2_subset"
+    folder.mkdir()
+    for f in files:
+        os.symlink(f.resolve(), folder / f.name)
+    ckpt = tmp / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    variants = [("eager (reference)", {})]
+    try:
+        from egeunet_monai.export import export_onnx
+
+        variants.append(("ONNX Runtime (onnx_path)", {"onnx": export_onnx(net, tmp / "bundle.onnx", check=False)}))
+    except ImportError as err:
+        messages.append(f"bundle ONNX row skipped: {err}")
+    results: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    for r in range(args.bundle_repeats):
+        for name, extra in variants:
+            out = tmp / f"pred_{len(results[name])}_{name.split()[0]}"
+            log(f"bundle inference: {name}, repeat {r + 1}")
+            opts = {"images": str(folder), "out": str(out), "ckpt": str(ckpt), "threads": args.threads, **extra}
+            results[name].append(run_child("infer", opts, timeout=args.child_timeout))
+    ref = results["eager (reference)"]
+    group = f"inference end to end, configs/inference.json ({len(files)} full-size PH2 photographs, batch 1)"
+    for name, res in results.items():
+        values = [x["images"] / x["wall_s"] for x in res]
+        cpus = [x["images"] / x["cpu_s"] for x in res]
+        ratio = statistics.median(x["wall_s"] / y["wall_s"] for x, y in zip(ref, res))
+        cpu_ratio = statistics.median(x["cpu_s"] / y["cpu_s"] for x, y in zip(ref, res))
+        rss = max(x["peak_rss_mb"] for x in res)
+        written = min(x["written"] for x in res)
+        rows.append(
+            Row(
+                group,
+                name,
+                "1",
+                "img/s",
+                values,
+                cpus,
+                ratio,
+                cpu_ratio,
+                note=f"peak RSS {rss:.0f} MB; {written} masks written per run (decode, resize, infer, invert, PNG)",
+            )
+        )
+    return rows, messages
+
+
+# ------------------------------------------------------------------------------------------- size and the bound
+def count_rows(args, net) -> tuple[list[Row], list[str]]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    x = torch.rand(1, 3, 256, 256) * 255
+
+    def count(mode: str) -> tuple[int, dict]:
+        model = copy.deepcopy(net)
+        if mode == "train":
+            model.train()  # no gate cache: the gate mixers run every call, as in the original
+            ctx = torch.no_grad()
+        else:
+            model.eval()
+            ctx = torch.no_grad()
+        with ctx:
+            if mode == "eval-cached":
+                model(x)  # fill the gate cache
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(x)
+        per_op = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+        return counter.get_total_flops(), per_op
+
+    total_train, ops_train = count("train")
+    total_cached, ops_cached = count("eval-cached")
+    conv_train = sum(v for k, v in ops_train.items() if "convolution" in k) // 2
+    conv_cached = sum(v for k, v in ops_cached.items() if "convolution" in k) // 2
+    rows = [
+        Row("size", "trainable parameters", "-", "", text=f"{params:,}"),
+        Row(
+            "size",
+            "multiply-adds per 1x3x256x256 image, every conv (gate mixers included)",
+            "1",
+            "MAC",
+            text=f"{total_train // 2:,}",
+            note=f"FlopCounterMode, train-mode forward (no gate cache); convolutions {conv_train:,} "
+            f"(original: {ORIGINAL_CONV_MACS:,}); other counted ops: "
+            + (
+                ", ".join(f"{k.split('.')[-1]} {v // 2:,}" for k, v in ops_train.items() if "convolution" not in k)
+                or "none (norms, GELU, interpolation, max-pool, Hadamard products are not multiply-adds it counts)"
+            ),
+        ),
+        Row(
+            "size",
+            "multiply-adds per image, eval with cached gates (what inference runs)",
+            "1",
+            "MAC",
+            text=f"{total_cached // 2:,}",
+            note=f"convolutions {conv_cached:,}: the gate mixers ({conv_train - conv_cached:,} MAC) run once per size",
+        ),
+    ]
+    # the machine's float32 multiply-add rate (a large matmul, same threads), measured now: the physical bound
+    n = 1024 if args.quick else 2048
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    rates, cpu_rates = [], []
+    for _ in range(3 if args.quick else 5):
+        t0, c0 = time.perf_counter(), time.process_time()
+        a @ b
+        rates.append(n**3 / (time.perf_counter() - t0))
+        cpu_rates.append(n**3 / max(time.process_time() - c0, 1e-9))
+    cores = os.cpu_count() or 1
+    rows.append(
+        Row(
+            "bound",
+            f"float32 matmul {n}x{n} ({args.threads} threads)",
+            "-",
+            "GMAC/s",
+            [r / 1e9 for r in rates],
+            [r / 1e9 for r in cpu_rates],
+            note=f"multiply-add rate of the BLAS: wall clock under the current load; CPU-time rate is per busy "
+            f"core (x {cores} cores = {cores * statistics.median(cpu_rates) / 1e9:.1f} GMAC/s on an idle machine)",
+        )
+    )
+    macs = total_cached // 2
+    rows.append(
+        Row(
+            "bound",
+            "inference images/s if every MAC ran at the matmul rate",
+            "-",
+            "img/s",
+            [r / macs for r in rates],
+            [r / macs for r in cpu_rates],
+            note=f"idle-machine bound: {cores * statistics.median(cpu_rates) / macs:,.0f} img/s on {cores} cores; "
+            "the network is bound by memory traffic and per-op overhead far below it",
+        )
+    )
+    rows.append(
+        Row(
+            "bound",
+            "training images/s if every MAC ran at the matmul rate (3x the forward)",
+            "-",
+            "img/s",
+            [r / (3 * total_train // 2) for r in rates],
+            [r / (3 * total_train // 2) for r in cpu_rates],
+            note=f"idle-machine bound: {cores * statistics.median(cpu_rates) / (3 * total_train / 2):,.0f} img/s "
+            f"on {cores} cores",
+        )
+    )
+    return rows, []
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0]
+        + " Groups: inference (batch 1/8/64, eager, channels-last, optimize_for_inference, TorchScript, ONNX Runtime,"
+        " bf16), training step, training end to end through configs/train.json, inference end to end through"
+        " configs/inference.json, size (parameters, multiply-adds) and the bound they imply.",
+        epilog="Every ratio is against the eager network measured in the same run. See docs/benchmarks.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, help="also write the header and table (Markdown) to this file")
+    p.add_argument("--json", type=Path, help="also write the raw measurements as JSON to this file")
+    p.add_argument("--quick", action="store_true", help="smoke run: few repeats, small subsets, batch 1 and 8 only")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch / ONNX Runtime intra-op threads")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per path (after warm-up)")
+    p.add_argument("--latency-calls", type=int, default=4, help="batch-1 calls per latency repeat")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64], help="inference batch sizes")
+    p.add_argument("--size", type=int, default=256, help="inference image height and width")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="EGE-UNet weights (ours or the original's)")
+    p.add_argument("--train-dir", type=Path, default=DEFAULT_TRAIN_DIR, help="real images/ + masks/ for training")
+    p.add_argument("--train-batch", type=int, default=8, help="batch size of the training-step rows")
+    p.add_argument("--train-images", type=int, default=256, help="subset of --train-dir for the bundle rows")
+    p.add_argument("--num-workers", type=int, nargs="+", default=[0, 1, 2], help="bundle loader num_workers to try")
+    p.add_argument("--ph2-dir", type=Path, default=DEFAULT_PH2_DIR, help="full-size photographs for the bundle inference")
+    p.add_argument("--ph2-images", type=int, default=24, help="how many of them")
+    p.add_argument("--bundle-repeats", type=int, default=2, help="runs of each bundle-inference variant")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="leave out the bf16 autocast rows")
+    p.add_argument("--bf16-all", action="store_true", help="bf16 inference at every batch size (default: batch 8)")
+    p.add_argument("--compile", action="store_true", help="add torch.compile rows (compiling takes minutes)")
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=["inference", "training", "bundle-train", "bundle-infer", "size"],
+        help="groups to leave out",
+    )
+    p.add_argument(
+        "--malloc-tuned",
+        action="store_true",
+        help="run with glibc malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=16 GiB): "
+        "removes the page faults that large, short-lived tensors cost with the default settings",
+    )
+    p.add_argument("--child-timeout", type=float, default=1800, help="seconds allowed to each bundle child process")
+    p.add_argument("--_child", help=argparse.SUPPRESS)
+    p.add_argument("--_opts", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = min(args.repeats, 2)
+        args.latency_calls = min(args.latency_calls, 2)
+        args.batch_sizes = [b for b in args.batch_sizes if b <= 8] or [1]
+        args.train_images = min(args.train_images, 40)
+        args.num_workers = args.num_workers[:1]
+        args.ph2_images = min(args.ph2_images, 3)
+        args.bundle_repeats = 1
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args._child:
+        warnings.simplefilter("ignore")
+        opts = json.loads(args._opts)
+        result = _child_train(opts) if args._child == "train" else _child_infer(opts)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    if args.malloc_tuned and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        env = dict(os.environ, **MALLOC_TUNED)
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve())] + sys.argv[1:], env)
+    torch.set_num_threads(args.threads)
+    machine = machine_description(args.threads)
+    tuned = {k: os.environ[k] for k in MALLOC_TUNED if k in os.environ}
+    machine["malloc"] = "glibc, " + (", ".join(f"{k}={v}" for k, v in tuned.items()) if tuned else "default settings")
+    load_start = load_average()
+    started = time.time()
+    net, weights_note = load_model(args.weights)
+    x_all, y_all, data_note = load_real_batch(args.train_dir, max(args.batch_sizes + [args.train_batch]), (args.size, args.size))
+    rows: list[Row] = []
+    messages = [weights_note, f"inference/training-step inputs: {data_note}"]
+    with tempfile.TemporaryDirectory(prefix="egeunet_bench_") as tmp_name:
+        tmp = Path(tmp_name)
+        for name, fn in (
+            ("inference", lambda: inference_rows(args, net, x_all, tmp)),
+            ("training", lambda: training_rows(args, net, x_all, y_all)),
+            ("bundle-train", lambda: bundle_train_rows(args, tmp)),
+            ("bundle-infer", lambda: bundle_infer_rows(args, net, tmp)),
+            ("size", lambda: count_rows(args, net)),
+        ):
+            if name in args.skip:
+                continue
+            t0 = time.perf_counter()
+            new_rows, new_messages = fn()
+            rows += new_rows
+            messages += new_messages + [f"{name}: {time.perf_counter() - t0:.0f} s wall"]
+            log(messages[-1])
+    load_end = load_average()
+    command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    header = [
+        f"Command: `{command.strip()}`",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']} ({machine['torch_threads']} "
+        f"threads), MONAI {machine['monai']}, ONNX Runtime {machine['onnxruntime']}, Python {machine['python']}; "
+        f"malloc: {machine['malloc']}",
+        "",
+        f"Load at start: `{load_start}`; at end: `{load_end}`; took {time.time() - started:.0f} s",
+        "",
+        "Notes: " + "; ".join(messages),
+        "",
+    ]
+    text = "\n".join(header) + render(rows) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command,
+                    "machine": machine,
+                    "load_start": load_start,
+                    "load_end": load_end,
+                    "messages": messages,
+                    "rows": [r.__dict__ for r in rows],
+                },
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
