@@ -12,14 +12,15 @@ rounding of ``net.eval()(images)`` (about 1e-6 on probabilities with trained wei
   convolution's weight and bias**;
 - channel LayerNorms take one subtraction instead of two and multiply by ``rsqrt`` instead of dividing;
 - 2x2 max-pooling is the maximum of row pairs then of column pairs (bit-identical to ``max_pool2d``, without its
-  index bookkeeping, which is the slowest kernel of the network on CPU);
+  index bookkeeping, one of the slowest kernels of the network on CPU);
 - the first convolution (3 channels at full resolution) runs image by image, which oneDNN does three times faster
   than a whole batch (bit-identical);
 - on CPU the two full-resolution levels (first two encoder stages, last decoder stage, first bridge) run two images
-  at a time so that what one stage writes is still in cache when the next reads it (bit-identical; the largest
-  single gain at batch 8 and above).
+  at a time, so that what one stage writes is still in cache when the next reads it and the tensors stay small
+  enough for the allocator to reuse them instead of page-faulting fresh memory (bit-identical; the largest single
+  gain at batch 8 and above);
 - the depth-wise convolutions of GAB with dilations 5 and 7 (off the fast kernels of oneDNN) are nine shifted
-  multiply-adds; its four group LayerNorms run as one grouped normalisation after one concatenation;
+  multiply-adds; its four group LayerNorms run as one grouped normalisation after one concatenation.
 
 It is for inference only (no gradients, no deep-supervision outputs). After changing the source network's weights,
 call :func:`optimize_for_inference` again.
