@@ -466,8 +466,20 @@ def _child_infer(opts: dict) -> dict:
     evaluator.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     written = len(list(Path(opts["out"]).glob("*_mask.png")))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     return {"images": n, "written": written, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. ``VmHWM`` belongs to the address space, which ``execve`` replaces;
+    ``ru_maxrss`` survives ``execve`` and would report the parent's peak in a child started by fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(kind: str, opts: dict, timeout: float) -> dict:
