@@ -800,12 +800,13 @@ def main(argv=None) -> int:
         f"Command: `{command.strip()}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']} ({machine['torch_threads']} "
-        f"threads), MONAI {machine['monai']}, ONNX Runtime {machine['onnxruntime']}, Python {machine['python']}; "
+        f"thread{'s' if machine['torch_threads'] != 1 else ''}), MONAI {machine['monai']}, ONNX Runtime {machine['onnxruntime']}, Python {machine['python']}; "
         f"malloc: {machine['malloc']}",
         "",
         f"Load at start: `{load_start}`; at end: `{load_end}`; took {time.time() - started:.0f} s",
         "",
         "Notes: " + "; ".join(messages),
+        "",
         "",
     ]
     text = "\n".join(header) + render(rows) + "\n"
