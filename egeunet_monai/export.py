@@ -73,32 +73,13 @@ def export_onnx(
     with warnings.catch_warnings():
         # the TorchScript exporter warns that H and W become constants: exactly what is intended here
         warnings.simplefilter("ignore")
+        common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, dynamo=dynamo)
         if dynamo:
             dynamic_shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None
-            torch.onnx.export(
-                net,
-                (example,),
-                path,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes=dynamic_shapes,
-                external_data=False,
-            )
+            torch.onnx.export(net, (example,), path, **common, dynamic_shapes=dynamic_shapes, external_data=False)
         else:
             dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-            torch.onnx.export(
-                net,
-                (example,),
-                path,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
-                dynamo=False,
-                dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
-            )
+            torch.onnx.export(net, (example,), path, **common, dynamic_axes=dynamic_axes, do_constant_folding=True)
     if check:
         try:
             import onnxruntime  # noqa: F401

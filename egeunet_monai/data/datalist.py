@@ -7,7 +7,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,6 +16,7 @@ from monai.data import load_decathlon_datalist
 
 from egeunet_monai.data.errors import DermoscopyInputError, DermoscopyInputWarning
 from egeunet_monai.data.reader import MASK_STEM_SUFFIX, oriented_size
+from egeunet_monai.files import write_json_atomic
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -227,19 +227,6 @@ def _reuse_split(split_file: Path, items: list[dict], seed: int, val_fraction: f
     }
 
 
-def _write_json_atomic(path: Path, content: dict) -> None:
-    # several processes (one per GPU) may write the same split at once: never leave a half-written file
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _from_datalist_file(datalist_file: str, val_fraction: float, seed: int) -> dict:
     path = Path(datalist_file).expanduser()
     if not path.is_file():
@@ -317,7 +304,7 @@ def build_datalists(
         if reused is not None:
             return reused
     training, validation = split_datalist(items, val_fraction, seed)
-    _write_json_atomic(
+    write_json_atomic(
         split_file,
         {"training": training, "validation": validation, "seed": seed, "val_fraction": val_fraction},
     )

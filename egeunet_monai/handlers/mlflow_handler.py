@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 import warnings
 from collections import defaultdict
@@ -17,6 +15,8 @@ from ignite.engine import Engine, Events
 from monai.apps.utils import get_logger
 from monai.handlers import MLFlowHandler
 from monai.utils import flatten_dict
+
+from egeunet_monai.files import write_json_atomic
 
 __all__ = ["TolerantMLFlowHandler", "TrackingWarning", "tracking_state"]
 
@@ -428,24 +428,10 @@ class TolerantMLFlowHandler(MLFlowHandler):
             )
         if self.summary_file:
             try:
-                _write_json_atomic(self.summary_file, s)
+                write_json_atomic(self.summary_file, s)
             except OSError as err:
                 logger.warning(f"MLflow summary not written to {self.summary_file}: {err}")
         return s
-
-
-def _write_json_atomic(path: str, content: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class _NoTracking:

@@ -36,6 +36,7 @@ from torch import nn
 
 from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
 from egeunet_monai.networks.nets import EGEUNet
+from egeunet_monai.networks.nets.egeunet import check_input_shape
 
 __all__ = ["EGEUNetInference", "optimize_for_inference"]
 
@@ -241,14 +242,7 @@ class EGEUNetInference(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {list(x.shape)}.")
-        height, width = int(x.shape[2]), int(x.shape[3])
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"EGE-UNet needs H and W divisible by {self.size_divisor}, got {height}x{width}; "
-                "resize or pad the image first (e.g. monai.transforms.DivisiblePad(k=32))."
-            )
+        height, width = check_input_shape(x, self.in_channels, self.size_divisor)
         # The two shallowest levels (full and half resolution) run a few images at a time, so that each stage's
         # output is still in cache when the next stage reads it: on CPU this is the largest single gain.
         chunk = self.chunk if x.device.type == "cpu" else x.shape[0]

@@ -12,9 +12,22 @@ from torch import nn
 
 from egeunet_monai.networks.blocks import GroupAggregationBridge, GroupedMultiAxisHadamardAttention
 
-__all__ = ["EGEUNet", "EgeUNet"]
+__all__ = ["EGEUNet", "EgeUNet", "check_input_shape"]
 
 DOWNSAMPLING = 32  # five 2x max-pools
+
+
+def check_input_shape(x: torch.Tensor, in_channels: int, size_divisor: int) -> tuple[int, int]:
+    """(H, W) of an N x ``in_channels`` x H x W input, or a ``ValueError`` saying what is wrong with it."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"expected input of shape (N, {in_channels}, H, W), got {list(x.shape)}.")
+    height, width = int(x.shape[2]), int(x.shape[3])
+    if height % size_divisor or width % size_divisor:
+        raise ValueError(
+            f"EGE-UNet needs H and W divisible by {size_divisor}, got {height}x{width}; "
+            "resize or pad the image first (e.g. monai.transforms.DivisiblePad(k=32))."
+        )
+    return height, width
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> Convolution:
@@ -113,14 +126,7 @@ class EGEUNet(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {list(x.shape)}.")
-        height, width = int(x.shape[2]), int(x.shape[3])
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"EGE-UNet needs H and W divisible by {self.size_divisor}, got {height}x{width}; "
-                "resize or pad the image first (e.g. monai.transforms.DivisiblePad(k=32))."
-            )
+        height, width = check_input_shape(x, self.in_channels, self.size_divisor)
         full = [height, width]
 
         # encoder: conv -> GroupNorm -> 2x max-pool -> GELU, keeping each level's output as a skip
