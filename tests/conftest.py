@@ -14,6 +14,8 @@ import pytest
 __all__ = ["REPO_ROOT", "SHARED_DATA_DIR", "SHARED_REFERENCE_DIR", "require_shared_data", "require_shared_reference"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# tests/local_server.py is shared by test folders that pytest puts on sys.path one by one
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 SHARED_REFERENCE_DIR = (REPO_ROOT.parent / "shared" / "reference").resolve()
 

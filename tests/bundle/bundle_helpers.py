@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -155,7 +154,3 @@ def epoch_log_lines(output: str) -> list[tuple[int, int, int, int]]:
     return [tuple(map(int, m)) for m in re.findall(r"Epoch: (\d+)/(\d+), Iter: (\d+)/(\d+) -- train_loss", output)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -5,16 +5,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from bundle_helpers import TRAIN, bundle_env, check_ok, free_port, metric_steps, run_bundle
+from bundle_helpers import TRAIN, bundle_env, check_ok, metric_steps, run_bundle
+from local_server import free_port, stop_process_group, wait_until_answering
 
 pytestmark = pytest.mark.slow
 
@@ -34,29 +31,11 @@ def mlflow_server(tmp_path: Path):
                             env=bundle_env())
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                server_log = (tmp_path / "mlflow_server.log").read_text()
-                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{server_log}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up after {SERVER_START_TIMEOUT_S} s")
-            time.sleep(1)
+        wait_until_answering(f"{url}/health", proc, tmp_path / "mlflow_server.log", SERVER_START_TIMEOUT_S,
+                             "mlflow server")
         yield url, artifacts
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        stop_process_group(proc)
         log.close()
 
 

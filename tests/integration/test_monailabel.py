@@ -21,7 +21,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_server import free_port
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -110,12 +110,6 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     pred, truth = pred.astype(bool), truth.astype(bool)
     denom = pred.sum() + truth.sum()
     return 1.0 if denom == 0 else float(2.0 * np.logical_and(pred, truth).sum() / denom)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
@@ -213,7 +207,7 @@ def app_dir(tmp_path_factory, monailabel_venv, bundle_weights) -> Path:
 
 @pytest.fixture(scope="module")
 def server(app_dir, datastore, monailabel_venv, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     base = f"http://{HOST}:{port}"
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -101,10 +100,6 @@ class BundleRun:
         return rc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_training_args(bundle_root: Path, dataset: Path, overlay: Path, epochs: int = 2) -> list[str]:

@@ -18,12 +18,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import free_port, probe_overlay, tiny_training_args
+from local_server import free_port, stop_process_group, wait_until_answering
+from reliability_helpers import probe_overlay, tiny_training_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -56,30 +56,15 @@ def mlflow_server(tmp_path: Path, mlflow_db_template: Path):
     )
 
     def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        stop_process_group(proc)
         deadline = time.monotonic() + 30
         while port_open(port):  # workers of the group may take a moment to let go of the port
             assert time.monotonic() < deadline, "the server's port is still open"
             time.sleep(0.2)
 
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/health", proc, tmp_path / "server.log",
+                             SERVER_START_TIMEOUT_S, "mlflow server")
         yield port, db, stop
     finally:
         try:

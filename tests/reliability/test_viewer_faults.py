@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +27,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reliability_helpers import bundle_env, free_port
+from local_server import free_port, stop_process_group, wait_until_answering
+from reliability_helpers import bundle_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -84,26 +84,10 @@ def viewer(reference_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                get(url + "/")
-                break
-            except OSError:
-                pass
-            output = (folder / "serve.log").read_text(errors="replace")
-            assert proc.poll() is None, f"egeunet-monai serve ended:\n{output[-3000:]}"
-            assert time.monotonic() < deadline, f"egeunet-monai serve did not start:\n{output[-3000:]}"
-            time.sleep(0.5)
+        wait_until_answering(url + "/", proc, folder / "serve.log", START_TIMEOUT_S, "egeunet-monai serve")
         yield url, port
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        stop_process_group(proc)
         log.close()
 
 

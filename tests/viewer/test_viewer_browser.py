@@ -11,16 +11,13 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_server import free_port, stop_process_group, wait_until_answering
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -42,9 +39,7 @@ def _need(condition: bool, what: str) -> None:
 @pytest.fixture(scope="module")
 def served(tiny_bundle_weights, tmp_path_factory):
     """``egeunet-monai serve`` in its own process group on a free port, with a 1 MB upload limit."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     script = Path(sys.executable).with_name("egeunet-monai")
     with open(log, "w") as out:
@@ -53,28 +48,10 @@ def served(tiny_bundle_weights, tmp_path_factory):
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"egeunet-monai serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"egeunet-monai serve did not answer within 300 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_answering(url + "/", proc, log, 300, "egeunet-monai serve")
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc, timeout_s=20)
 
 
 @pytest.fixture(scope="module")
