@@ -1,0 +1,134 @@
+"""``EGEUNet(fused_ops=True)``: the same forward bits and the same gradients (float64) as the plain network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from egeunet_monai.networks import EGEUNet
+from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, fused_ops
+
+
+def _pair(dtype: torch.dtype = torch.float32) -> tuple[EGEUNet, EGEUNet]:
+    torch.manual_seed(0)
+    plain = EGEUNet().to(dtype)
+    fused = EGEUNet(fused_ops=True).to(dtype)
+    fused.load_state_dict(plain.state_dict())
+    return plain, fused
+
+
+def _images(dtype: torch.dtype, height: int = 64, width: int = 96) -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(2, 3, height, width, generator=g).to(dtype) * 255
+    x[:, :, :24, :24] = 0.0  # a constant (black) corner, as dermoscopy vignettes: max-pool windows with ties
+    return x
+
+
+def _relative_grad_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    gaps = []
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert p.grad is not None and q.grad is not None, name
+        gaps.append(((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30)).item())
+    return max(gaps)
+
+
+def test_same_state_dict_keys():
+    plain, fused = _pair()
+    assert list(plain.state_dict()) == list(fused.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_forward_is_bit_identical(mode):
+    plain, fused = _pair()
+    plain.train(mode == "train")
+    fused.train(mode == "train")
+    x = _images(torch.float32)
+    with torch.set_grad_enabled(mode == "train"):
+        a, b = plain(x), fused(x)
+    a = a if isinstance(a, list) else [a]
+    b = b if isinstance(b, list) else [b]
+    assert len(a) == len(b) == (6 if mode == "train" else 1)
+    for i, (p, q) in enumerate(zip(a, b)):
+        assert torch.equal(p, q), f"output {i} differs by {(p - q).abs().max().item()}"
+
+
+def test_network_gradients_match_in_float64():
+    plain, fused = _pair(torch.float64)
+    x = _images(torch.float64)
+    for net in (plain, fused):
+        outputs = net.train()(x)
+        sum(o.square().mean() * (k + 1) for k, o in enumerate(outputs)).backward()
+    assert _relative_grad_gap(plain, fused) < 1e-10
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_as_max_pool2d():
+    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+    x[0, 0, :2, :2] = 1.0  # a 4-way tie
+    x[0, 1, 2:4, 2:4] = torch.tensor([[0.0, 5.0], [5.0, 5.0]], dtype=torch.float64)  # a 3-way tie after position 0
+    grad = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    F.max_pool2d(a, 2, 2).backward(grad)
+    out = fused_ops.max_pool2x2(b)
+    out.backward(grad)
+    assert torch.equal(out, F.max_pool2d(x, 2, 2))
+    assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 5, 7])
+def test_depthwise_conv_matches_conv2d(dilation):
+    torch.manual_seed(dilation)
+    conv = torch.nn.Conv2d(5, 5, 3, padding=dilation, dilation=dilation, groups=5).double()
+    x = torch.randn(2, 5, 20, 18, dtype=torch.float64, requires_grad=True)
+    y = conv(x)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected = (x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
+    x.grad = None
+    conv.zero_grad()
+    y2 = fused_ops.depthwise_conv3x3(x, conv)
+    y2.backward(grad)
+    assert torch.equal(y, y2)
+    for got, want in zip((x.grad, conv.weight.grad, conv.bias.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_channel_layer_norm_matches_the_module():
+    norm = ChannelFirstLayerNorm(20).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 20, 9, 7, dtype=torch.float64, requires_grad=True)
+    y = norm(x)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected = (x.grad.clone(), norm.weight.grad.clone(), norm.bias.grad.clone())
+    x.grad = None
+    norm.zero_grad()
+    y2 = fused_ops.channel_layer_norm(x, norm.weight, norm.bias, norm.eps)
+    y2.backward(grad)
+    assert torch.equal(y, y2)
+    for got, want in zip((x.grad, norm.weight.grad, norm.bias.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("in_size,out_size", [((8, 8), (256, 256)), ((16, 12), (64, 96)), ((1, 1), (8, 8))])
+def test_upsample_matches_interpolate(in_size, out_size):
+    x = torch.randn(2, 3, *in_size, dtype=torch.float64, requires_grad=True)
+    y = F.interpolate(x, size=out_size, mode="bilinear", align_corners=True)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected = x.grad.clone()
+    x.grad = None
+    y2 = fused_ops.upsample_bilinear(x, list(out_size))
+    y2.backward(grad)
+    assert torch.equal(y, y2)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_scripted_network_with_fused_ops_runs_the_plain_operators():
+    plain, fused = _pair()
+    scripted = torch.jit.script(fused.eval())
+    x = _images(torch.float32)
+    with torch.no_grad():
+        assert torch.equal(scripted(x), plain.eval()(x))
