@@ -39,6 +39,7 @@ import copy
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -261,6 +262,10 @@ def inference_rows(args, net, x_all: torch.Tensor, tmp: Path) -> tuple[list[Row]
         "egeunet_monai.networks.fast: full-resolution levels 2 images at a time, folded gates/affines, "
         "row/column max-pool, shifted dilated depth-wise convs"
     )
+    if args.threads >= 2:
+        name = f"optimize_for_inference, workers={args.threads}"
+        paths[name] = optimize_for_inference(net, workers=args.threads)
+        notes[name] = f"the batch split over {args.threads} threads with one intra-op thread each"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         paths["TorchScript (script)"] = torch.jit.script(copy.deepcopy(net))
@@ -331,17 +336,23 @@ def inference_rows(args, net, x_all: torch.Tensor, tmp: Path) -> tuple[list[Row]
 # ------------------------------------------------------------------------------------------------------- training
 def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[list[Row], list[str]]:
     from egeunet_monai.losses import EGEUNetLoss
+    from egeunet_monai.networks import EGEUNet
 
     batch = args.train_batch
     x, y = x_all[:batch].contiguous(), y_all[:batch].contiguous()
     loss_fn = EGEUNetLoss()
     messages = []
 
-    def make(channels_last=False, amp=False, compile_=False):
-        net = copy.deepcopy(net0).train()
+    def make(channels_last=False, amp=False, compile_=False, fused=False):
+        if fused:  # what configs/train.json builds: same weights, fused CPU operators, fused AdamW
+            net = EGEUNet(fused_ops=True)
+            net.load_state_dict(net0.state_dict())
+            net.train()
+        else:
+            net = copy.deepcopy(net0).train()
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2, fused=fused)
         model = torch.compile(net) if compile_ else net
         xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -356,7 +367,11 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
 
         return step
 
-    fns = {"eager fp32 (reference)": make(), "channels_last": make(channels_last=True)}
+    fns = {
+        "eager fp32 (reference)": make(),
+        "fused_ops + fused AdamW (configs/train.json)": make(fused=True),
+        "channels_last": make(channels_last=True),
+    }
     if args.bf16:
         fns["bf16 autocast (AMP)"] = make(amp=True)
     if args.compile:
@@ -545,6 +560,67 @@ def bundle_train_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
     return rows, messages
 
 
+EPOCH_LINE = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
+
+
+def run_bundle_training(args, tmp: Path, ranks: int, batch: int, workers: int, extra: list[str]) -> tuple[list[float], str]:
+    """``python -m monai.bundle run training`` (``torchrun`` with multi_gpu_train.json for ranks > 1) on a subset
+    of the real images, no validation; returns Ignite's epoch times (the slowest rank's) and the command."""
+    out = tmp / f"trainer_{ranks}x{batch}_w{workers}_{len(extra)}"
+    configs = "configs/train.json" if ranks == 1 else "['configs/train.json','configs/multi_gpu_train.json']"
+    launcher = (
+        [sys.executable, "-m", "monai.bundle"]
+        if ranks == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "monai.bundle"]
+    )
+    overrides = [
+        "--batch_size", str(batch), "--num_workers", str(workers), "--max_epochs", str(args.trainer_epochs),
+        "--val_interval", str(args.trainer_epochs + 1), "--dataset_dir", str(args.train_dir),
+        f"--train#dataset#data", f"$@datalists['training'][:{args.train_images}]", "--train#dataset#progress", "False",
+    ]  # fmt: skip
+    cmd = launcher + ["run", "training", "--config_file", configs, "--bundle_root", str(out)] + overrides + extra
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(max(1, args.threads // ranks)))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout, cwd=str(REPO_ROOT), env=env)
+    epochs: dict[int, float] = {}
+    for m in EPOCH_LINE.finditer(proc.stdout + proc.stderr):
+        seconds = int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
+        epochs[int(m.group(1))] = max(seconds, epochs.get(int(m.group(1)), 0.0))
+    if proc.returncode or len(epochs) < args.trainer_epochs:
+        raise RuntimeError(f"bundle training failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    shown = ["python -m monai.bundle" if ranks == 1 else f"torchrun --nproc_per_node={ranks} -m monai.bundle"]
+    shown += ["run training --config_file", f'"{configs}"' if ranks > 1 else configs, "--batch_size", str(batch)]
+    shown += ["--num_workers", str(workers)] + extra
+    return [epochs[k] for k in sorted(epochs)], " ".join(shown)
+
+
+def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
+    """The bundle's own SupervisedTrainer, end to end: epochs after the first (CacheDataset filled, workers up)."""
+    if not (args.train_dir / "images").is_dir():
+        return [], [f"bundle trainer rows skipped: no real data at {args.train_dir}"]
+    group = f"training end to end, the bundle's trainer ({args.train_images} real images, epochs 2-{args.trainer_epochs})"
+    variants = [
+        ("1 process, plain ops (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"]),
+        ("1 process (configs/train.json as shipped)", 1, 8, 2, []),
+        ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, []),
+        ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, []),
+    ]
+    rows, messages = [], []
+    reference = None
+    for label, ranks, batch, workers, extra in variants:
+        if ranks > args.threads:
+            messages.append(f"'{label}' skipped: --threads {args.threads}")
+            continue
+        log(f"bundle trainer: {label}")
+        times, command = run_bundle_training(args, tmp, ranks, batch, workers, extra)
+        rates = [args.train_images / t for t in times[1:]]
+        rate = statistics.median(rates)
+        reference = reference or rate
+        rows.append(
+            Row(group, label, str(batch * ranks), "img/s", rates, [], ratio=rate / reference, note=f"`{command}`")
+        )
+    return rows, messages
+
+
 def bundle_infer_rows(args, net, tmp: Path) -> tuple[list[Row], list[str]]:
     rows, messages = [], []
     files = sorted(p for p in args.ph2_dir.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
@@ -722,6 +798,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-batch", type=int, default=8, help="batch size of the training-step rows")
     p.add_argument("--train-images", type=int, default=256, help="subset of --train-dir for the bundle rows")
     p.add_argument("--num-workers", type=int, nargs="+", default=[0, 1, 2], help="bundle loader num_workers to try")
+    p.add_argument("--trainer-epochs", type=int, default=3, help="epochs of each real bundle training run (first not timed)")
     p.add_argument("--ph2-dir", type=Path, default=DEFAULT_PH2_DIR, help="full-size photographs for the bundle inference")
     p.add_argument("--ph2-images", type=int, default=24, help="how many of them")
     p.add_argument("--bundle-repeats", type=int, default=2, help="runs of each bundle-inference variant")
@@ -732,7 +809,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--skip",
         nargs="+",
         default=[],
-        choices=["inference", "training", "bundle-train", "bundle-infer", "size"],
+        choices=["inference", "training", "bundle-train", "bundle-trainer", "bundle-infer", "size"],
         help="groups to leave out",
     )
     p.add_argument(
@@ -753,6 +830,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.num_workers = args.num_workers[:1]
         args.ph2_images = min(args.ph2_images, 3)
         args.bundle_repeats = 1
+        args.trainer_epochs = 2
     return args
 
 
@@ -784,6 +862,7 @@ def main(argv=None) -> int:
             ("inference", lambda: inference_rows(args, net, x_all, tmp)),
             ("training", lambda: training_rows(args, net, x_all, y_all)),
             ("bundle-train", lambda: bundle_train_rows(args, tmp)),
+            ("bundle-trainer", lambda: bundle_trainer_rows(args, tmp)),
             ("bundle-infer", lambda: bundle_infer_rows(args, net, tmp)),
             ("size", lambda: count_rows(args, net)),
         ):

@@ -22,6 +22,10 @@ rounding of ``net.eval()(images)`` (about 1e-6 on probabilities with trained wei
 - the depth-wise convolutions of GAB with dilations 5 and 7 (off the fast kernels of oneDNN) are nine shifted
   multiply-adds; its four group LayerNorms run as one grouped normalisation after one concatenation.
 
+With ``workers=2`` or more, a batch is split into that many parts run concurrently, each on its own thread with
+one intra-op thread: on a small multi-core CPU this uses the cores better than PyTorch's per-operator parallelism,
+whose tiny operators barely scale (same results as ``workers=1`` up to oneDNN's batch-size-dependent rounding).
+
 It is for inference only (no gradients, no deep-supervision outputs). After changing the source network's weights,
 call :func:`optimize_for_inference` again.
 """
@@ -29,6 +33,9 @@ call :func:`optimize_for_inference` again.
 from __future__ import annotations
 
 import copy
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -207,13 +214,23 @@ class _FastGAB(nn.Module):
         return F.conv2d(_normalize(torch.cat(outs, dim=1), self.tail_eps), self.tail_weight, self.tail_bias)
 
 
+def _one_intra_op_thread() -> None:
+    """Run in a new worker thread: compute with one intra-op thread. With OpenMP the setting is per thread, but a
+    thread takes the process-wide value on its first parallel operator; ``get_num_threads`` does that first, so
+    the ``set_num_threads(1)`` after it sticks (else each worker would run a team of threads, all spinning)."""
+    torch.get_num_threads()
+    torch.set_num_threads(1)  # also the default of threads started later: the caller restores its value
+
+
 class EGEUNetInference(nn.Module):
     """The eval-mode forward of an :class:`EGEUNet`, rewritten for speed (see the module docstring).
     Build it with :func:`optimize_for_inference`. Returns the main logits, N x out_channels x H x W."""
 
-    def __init__(self, model: EGEUNet, chunk: int = 2) -> None:
+    def __init__(self, model: EGEUNet, chunk: int = 2, workers: int = 1) -> None:
         super().__init__()
         self.chunk = max(1, int(chunk))
+        self.workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
         net = copy.deepcopy(model).eval()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -239,10 +256,32 @@ class EGEUNetInference(nn.Module):
                 m._gates = {}
         return super()._apply(fn, recurse)
 
+    def __getstate__(self):  # a thread pool can be neither copied nor pickled: the copy makes its own
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        return state
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            threads = torch.get_num_threads()
+            self._pool = ThreadPoolExecutor(self.workers, "egeunet-fast", initializer=_one_intra_op_thread)
+            started = threading.Barrier(self.workers)  # start every worker now, while the value is theirs to take
+            list(self._pool.map(lambda _: started.wait(), range(self.workers)))
+            torch.set_num_threads(threads)
+        return self._pool
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_shape(x, self.in_channels, self.size_divisor)
+        parts = min(self.workers, math.ceil(x.shape[0] / self.chunk))
+        if parts <= 1 or x.device.type != "cpu":
+            return self._forward(x)
+        return torch.cat(list(self._thread_pool().map(self._forward, torch.chunk(x, parts))))
+
+    @torch.no_grad()  # grad mode is per thread: the workers need it too
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
-        height, width = check_input_shape(x, self.in_channels, self.size_divisor)
+        height, width = int(x.shape[2]), int(x.shape[3])
         # The two shallowest levels (full and half resolution) run a few images at a time, so that each stage's
         # output is still in cache when the next stage reads it: on CPU this is the largest single gain.
         chunk = self.chunk if x.device.type == "cpu" else x.shape[0]
@@ -290,14 +329,16 @@ class EGEUNetInference(nn.Module):
         return _up(n.final_conv(out1), full)
 
 
-def optimize_for_inference(model: EGEUNet, chunk: int = 2) -> EGEUNetInference:
+def optimize_for_inference(model: EGEUNet, chunk: int = 2, workers: int = 1) -> EGEUNetInference:
     """An inference-only copy of ``model`` that computes its eval-mode logits faster on CPU (see the module
     docstring for what is folded). ``model`` itself is not changed.
 
     Args:
         model: the network.
         chunk: images processed together at the two full-resolution levels on CPU (small keeps them in cache).
+        workers: CPU threads that each run a part of the batch (one intra-op thread each); 2 on a 2-core machine
+            gave about 1.4x over ``workers=1`` with 2 intra-op threads at batch 8 (docs/benchmarks.md).
     """
     if not isinstance(model, EGEUNet):
         raise TypeError(f"optimize_for_inference takes an EGEUNet, got {type(model).__name__}.")
-    return EGEUNetInference(model, chunk=chunk)
+    return EGEUNetInference(model, chunk=chunk, workers=workers)

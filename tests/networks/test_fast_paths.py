@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,23 @@ def test_optimize_for_inference_leaves_the_model_alone_and_refuses_training(trai
         optimize_for_inference(torch.nn.Conv2d(3, 1, 1))
     with pytest.raises(ValueError, match="divisible by 32"):
         fast(torch.rand(1, 3, 100, 96))
+
+
+def test_workers_split_the_batch_and_keep_the_callers_threads(trained):
+    fast = optimize_for_inference(trained, workers=2)
+    x = _images(5)  # 5 images: parts of 3 and 2
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        eager = trained(x)
+        got = fast(x)
+        assert _prob_diff(got, eager) <= TOL
+        assert fast._pool is not None and fast._pool._max_workers == 2
+        assert torch.get_num_threads() == threads
+        # the workers compute with one intra-op thread each (else they would oversubscribe the cores)
+        assert fast._pool.submit(torch.get_num_threads).result() == 1
+        copied = copy.deepcopy(fast)  # a thread pool cannot be copied: the copy starts its own
+        assert copied._pool is None and torch.equal(copied(x), got)
+        assert fast(x[:2]).shape == (2, 1, 256, 256)  # one part: no threads needed
 
 
 def test_fast_building_blocks_are_exact():
