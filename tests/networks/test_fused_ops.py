@@ -75,22 +75,26 @@ def test_max_pool_gradient_goes_to_the_first_maximum_as_max_pool2d():
     assert torch.equal(a.grad, b.grad)
 
 
+def _assert_same_output_and_gradients(plain, fused, leaves: list[torch.Tensor]) -> None:
+    """``plain()`` and ``fused()`` give the same output bits and the same float64 gradients for ``leaves``."""
+    y = plain()
+    grad = torch.randn_like(y)
+    expected = torch.autograd.grad(y, leaves, grad)
+    y2 = fused()
+    got = torch.autograd.grad(y2, leaves, grad)
+    assert torch.equal(y, y2)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dilation", [1, 2, 5, 7])
 def test_depthwise_conv_matches_conv2d(dilation):
     torch.manual_seed(dilation)
     conv = torch.nn.Conv2d(5, 5, 3, padding=dilation, dilation=dilation, groups=5).double()
     x = torch.randn(2, 5, 20, 18, dtype=torch.float64, requires_grad=True)
-    y = conv(x)
-    grad = torch.randn_like(y)
-    y.backward(grad)
-    expected = (x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
-    x.grad = None
-    conv.zero_grad()
-    y2 = fused_ops.depthwise_conv3x3(x, conv)
-    y2.backward(grad)
-    assert torch.equal(y, y2)
-    for got, want in zip((x.grad, conv.weight.grad, conv.bias.grad), expected):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    _assert_same_output_and_gradients(
+        lambda: conv(x), lambda: fused_ops.depthwise_conv3x3(x, conv), [x, conv.weight, conv.bias]
+    )
 
 
 def test_channel_layer_norm_matches_the_module():
@@ -99,31 +103,19 @@ def test_channel_layer_norm_matches_the_module():
         norm.weight.normal_()
         norm.bias.normal_()
     x = torch.randn(2, 20, 9, 7, dtype=torch.float64, requires_grad=True)
-    y = norm(x)
-    grad = torch.randn_like(y)
-    y.backward(grad)
-    expected = (x.grad.clone(), norm.weight.grad.clone(), norm.bias.grad.clone())
-    x.grad = None
-    norm.zero_grad()
-    y2 = fused_ops.channel_layer_norm(x, norm.weight, norm.bias, norm.eps)
-    y2.backward(grad)
-    assert torch.equal(y, y2)
-    for got, want in zip((x.grad, norm.weight.grad, norm.bias.grad), expected):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    _assert_same_output_and_gradients(
+        lambda: norm(x), lambda: fused_ops.channel_layer_norm(x, norm.weight, norm.bias, norm.eps), [x, norm.weight, norm.bias]
+    )
 
 
 @pytest.mark.parametrize("in_size,out_size", [((8, 8), (256, 256)), ((16, 12), (64, 96)), ((1, 1), (8, 8))])
 def test_upsample_matches_interpolate(in_size, out_size):
     x = torch.randn(2, 3, *in_size, dtype=torch.float64, requires_grad=True)
-    y = F.interpolate(x, size=out_size, mode="bilinear", align_corners=True)
-    grad = torch.randn_like(y)
-    y.backward(grad)
-    expected = x.grad.clone()
-    x.grad = None
-    y2 = fused_ops.upsample_bilinear(x, list(out_size))
-    y2.backward(grad)
-    assert torch.equal(y, y2)
-    torch.testing.assert_close(x.grad, expected, rtol=1e-12, atol=1e-12)
+    _assert_same_output_and_gradients(
+        lambda: F.interpolate(x, size=out_size, mode="bilinear", align_corners=True),
+        lambda: fused_ops.upsample_bilinear(x, list(out_size)),
+        [x],
+    )
 
 
 def test_scripted_network_with_fused_ops_runs_the_plain_operators():
