@@ -222,6 +222,30 @@ class DurableCheckpointSaver(CheckpointSaver):
 
     def interval_completed(self, engine: Any) -> None:
         self._guarded(super().interval_completed, engine)
+        self._remove_superseded_interval_files()
+
+    def _remove_superseded_interval_files(self) -> None:
+        """After a resume the saver does not know the checkpoints of the interrupted run (``checkpoint_epoch=2.pt``
+        next to the new ``checkpoint_epoch=3.pt``): once a newer one is safely on disk, delete the older ones that
+        ``n_saved`` would have deleted had the run not been interrupted."""
+        c = self._interval_checkpoint
+        if c is None or c.n_saved is None or not c._saved or idist.get_rank() != 0:
+            return
+        kept = {item.filename for item in c._saved}
+        numbered = re.compile(r"(.*=)(\d+)(\.[A-Za-z0-9]+)")
+        m = numbered.fullmatch(next(iter(kept)))
+        if m is None:
+            return
+        pattern = re.compile(re.escape(m.group(1)) + r"(\d+)" + re.escape(m.group(3)))
+        oldest_kept = min(int(k.group(1)) for k in map(pattern.fullmatch, kept) if k)
+        for name in os.listdir(self.save_dir):
+            found = pattern.fullmatch(name)
+            if found and name not in kept and int(found.group(1)) < oldest_kept:
+                try:
+                    os.unlink(os.path.join(self.save_dir, name))
+                    self.logger.info(f"removed {name}: superseded by {sorted(kept)[-1]}")
+                except OSError:
+                    pass
 
     def metrics_completed(self, engine: Any) -> None:
         self._guarded(super().metrics_completed, engine)
