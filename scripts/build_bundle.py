@@ -5,7 +5,8 @@ The bundle is put together from the repository, never kept twice in git:
 
     configs/   -> <bundle>/configs/   (inference.json, train.json, metadata.json, ...)
     bundle/    -> <bundle>/           (docs/README.md, LICENSE, data licence, ...; whatever exists)
-    models/    -> <bundle>/models/    (model.pt, and model.ts when present)
+    models/    -> <bundle>/models/    (model.pt, and model.ts when present: the weights you trained; without
+                                       them, the released weights of bundle/models/ with their SHA256SUMS)
 
 The output is ``<out>/<name>/`` plus ``<out>/<name>_v<version>.zip`` (the zip holds the folder at its top
 level, as model-zoo bundles do). The name ends in ``_segmentation`` so that MONAI Label treats the bundle as a
@@ -29,6 +30,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -168,8 +170,17 @@ def assemble(
     models_out = target / "models"
     models_out.mkdir(exist_ok=True)
     pt = weights if weights is not None else models_dir / "model.pt"
-    if pt.is_file():
-        shutil.copy2(pt, models_out / "model.pt")
+    shipped = models_out / "model.pt"  # the released weights, when bundle/models/ brought them
+    if pt.is_file() and not (shipped.is_file() and filecmp.cmp(pt, shipped, shallow=False)):
+        # other weights than the released ones: the released TorchScript and checksums would not match them
+        for released in ("model.ts", "SHA256SUMS"):
+            (models_out / released).unlink(missing_ok=True)
+        shutil.copy2(pt, shipped)
+    elif pt.is_file():
+        pass  # the released weights themselves
+    elif weights is None and (models_out / "model.pt").is_file():
+        # no trained weights of one's own: the released weights that bundle/models/ brought along
+        print(f"note: no {pt}; the bundle keeps the released weights from {bundle_dir / 'models'}", file=sys.stderr)
     elif not allow_missing_weights:
         raise BundleError(f"no weights at {pt}: MONAI Label ignores a bundle without models/model.pt or model.ts")
     ts = models_dir / "model.ts"

