@@ -6,15 +6,20 @@ Rows (each timed in the same run, the paths of a group interleaved repeat by rep
 them alike; the eager network, the faithful port of the original, is the reference of every ratio):
 
 - inference at HxW (default 256x256): batch 1 latency and batch 8 / 64 throughput for eager PyTorch, eager with
-  channels-last tensors, ``optimize_for_inference`` (egeunet_monai.networks.fast), TorchScript (``torch.jit.script``,
+  channels-last tensors, ``optimize_for_inference`` (egeunet_monai.networks.fast; with ``workers=--threads`` too
+  when that is 2 or more), TorchScript (``torch.jit.script``,
   what ``monai.bundle ckpt_export`` writes), ONNX Runtime on CPU (egeunet_monai.export), bf16 autocast and, with
   ``--compile``, ``torch.compile``; with the largest difference of each from eager (logits and probabilities);
 - training: images/s of one optimizer step at batch 8 (forward, EGEUNetLoss, backward, AdamW) in fp32, with
-  channels-last tensors, with bf16 autocast (and ``--compile``);
+  ``fused_ops`` and the fused AdamW (what configs/train.json builds), with channels-last tensors, with bf16
+  autocast (and ``--compile``);
 - training end to end through the bundle: configs/train.json's own ``train#dataloader`` (built with
   ``monai.bundle.ConfigParser``, ``dataset_dir`` pointing at real images, a subset of ``--train-images``): the
   one-off decoding and resizing into the CacheDataset, the loader alone, and loader + step for each
   ``--num-workers``;
+- training end to end through the bundle's own trainer: real ``python -m monai.bundle run training`` runs (one
+  process with the plain and the fused operators; ``torchrun`` with 2 CPU ranks of 4 and of 8 images) on the same
+  subset, validation off, Ignite's epoch times after the first epoch;
 - inference end to end through configs/inference.json on full-size photographs (decode, resize, infer, resize back,
   write PNG), eager and ONNX Runtime, in a child process each: images/s and peak RSS;
 - parameters, multiply-adds counted with ``torch.utils.flop_counter.FlopCounterMode``, and the bound they imply
@@ -25,7 +30,7 @@ shared machine it is much less disturbed by other processes, but it counts threa
 
 Examples::
 
-    python scripts/benchmark.py --quick                      # smoke run, about a minute on an idle 2-core CPU
+    python scripts/benchmark.py --quick                      # smoke run, about 3 minutes on an idle 2-core CPU
     python scripts/benchmark.py --out docs/benchmark_table.md
     python scripts/benchmark.py --threads 1 --repeats 7 --batch-sizes 1 8
 
