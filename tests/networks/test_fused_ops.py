@@ -124,3 +124,14 @@ def test_scripted_network_with_fused_ops_runs_the_plain_operators():
     x = _images(torch.float32)
     with torch.no_grad():
         assert torch.equal(scripted(x), plain.eval()(x))
+
+
+def test_cpu_autocast_runs_the_plain_operators():
+    plain, fused = _pair()
+    x = _images(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = plain.train()(x), fused.train()(x)
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+    sum(o.float().mean() for o in b).backward()  # a hand-written backward under autocast would see mixed dtypes
+    assert all(p.grad is not None for p in fused.parameters())

@@ -36,7 +36,7 @@ class ChannelFirstLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            if self.fused and x.device.type == "cpu":
+            if self.fused and fused_ops.use_fused_ops(x):
                 return self._fused_forward(x)
         # Written out rather than F.layer_norm on a permuted tensor: the same formula as the
         # original keeps parity with its outputs to float32 rounding.

@@ -17,11 +17,18 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["channel_layer_norm", "depthwise_conv3x3", "max_pool2x2", "upsample_bilinear"]
+__all__ = ["channel_layer_norm", "depthwise_conv3x3", "max_pool2x2", "upsample_bilinear", "use_fused_ops"]
 
 
-def _use_fused(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not torch.jit.is_scripting() and not torch.jit.is_tracing()
+def use_fused_ops(x: torch.Tensor) -> bool:
+    """Whether the operators of this module replace the plain ones for ``x`` (CPU, eager, no autocast)."""
+    # not under CPU autocast: its per-operator casts would not reach inside the hand-written backwards
+    return (
+        x.device.type == "cpu"
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def _pool_rows_then_columns(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +66,7 @@ class _MaxPool2x2(torch.autograd.Function):
 def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
     """``F.max_pool2d(x, 2, 2)`` for even H and W: the maximum of row pairs then of column pairs (bit-identical,
     several times faster on CPU than ``max_pool2d_with_indices``)."""
-    if not _use_fused(x) or x.shape[2] % 2 or x.shape[3] % 2:
+    if not use_fused_ops(x) or x.shape[2] % 2 or x.shape[3] % 2:
         return F.max_pool2d(x, 2, 2)
     return _MaxPool2x2.apply(x)
 
@@ -114,7 +121,7 @@ class _DepthwiseConv3x3(torch.autograd.Function):
 def depthwise_conv3x3(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a 3x3 depth-wise ``conv`` with padding equal to its dilation; on CPU its backward runs as
     convolutions and reductions (PyTorch's depth-wise backward kernels are 2-4x slower here)."""
-    if not _use_fused(x):
+    if not use_fused_ops(x):
         return conv(x)
     return _DepthwiseConv3x3.apply(x, conv.weight, conv.bias, int(conv.dilation[0]))
 
@@ -181,6 +188,6 @@ class _UpsampleBilinear(torch.autograd.Function):
 
 def upsample_bilinear(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=True)`` with a matrix-product backward on CPU."""
-    if not _use_fused(x):
+    if not use_fused_ops(x):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
     return _UpsampleBilinear.apply(x, int(size[0]), int(size[1]))
