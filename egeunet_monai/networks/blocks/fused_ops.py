@@ -7,7 +7,7 @@ because PyTorch's CPU kernels for these cases are slow for a network this small 
 ``max_pool2d_with_indices`` (index bookkeeping), the backward of depth-wise and dilated depth-wise convolutions, the
 backward of bilinear upsampling (a scatter), and the dozen autograd nodes of a LayerNorm written out over the channel
 axis. ``tests/networks/test_fused_ops.py`` checks forward bits and float64 gradients against the plain operators;
-``scripts/benchmark.py`` measures the gain. On other devices the plain operators run.
+``scripts/benchmark.py`` measures the gain. On other devices, under autocast and in TorchScript the plain operators run.
 """
 
 from __future__ import annotations
