@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,15 @@ METRICS_CSV_KEYS = {
 }
 TRACKED_PARAMS = {
     "dataset_dir", "train_images", "val_images", "val_fraction", "seed", "image_size", "network", "loss", "optimizer",
-    "learning_rate", "weight_decay", "lr_scheduler", "batch_size", "amp",
+    "learning_rate", "weight_decay", "lr_scheduler", "batch_size", "amp", "split_batch_workers",
 }
+
+
+def default_intra_op_threads() -> int:
+    """What ``torch.get_num_threads()`` is in a fresh process (this one's may have been changed by a test)."""
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
 
 
 def _read_metrics_csv(path: Path) -> dict[str, float]:
@@ -172,6 +181,8 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     assert (params["train_images"], params["val_images"]) == (str(N_TRAIN), str(N_VAL))
     assert float(params["learning_rate"]) == 1e-3 and params["batch_size"] == str(BATCH)
     assert Path(params["dataset_dir"]) == root / "runs" / "synthetic_data"
+    # the CPU step splits each batch over 2 threads wherever the process has 2 intra-op threads (CI's 2 cores)
+    assert params["split_batch_workers"] == str(min(2, default_intra_op_threads()))
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.pt", "datalist_split.json"} <= artifacts, artifacts
