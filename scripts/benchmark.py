@@ -372,11 +372,29 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
 
         return step
 
+    def make_split(workers: int):
+        """configs/train.json's step: fused network and AdamW, the batch split over threads by the bundle's
+        SplitBatchIteration, driven through a real SupervisedTrainer."""
+        from monai.engines import SupervisedTrainer
+
+        from egeunet_monai.engines import SplitBatchIteration
+
+        net = EGEUNet(fused_ops=True)
+        net.load_state_dict(net0.state_dict())
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2, fused=True)
+        trainer = SupervisedTrainer(torch.device("cpu"), 1, [], net, opt, loss_fn, decollate=False)
+        iteration, batch_data = SplitBatchIteration(workers=workers), {"image": x, "label": y}
+        return lambda: iteration(trainer, batch_data)
+
     fns = {
         "eager fp32 (reference)": make(),
-        "fused_ops + fused AdamW (configs/train.json)": make(fused=True),
-        "channels_last": make(channels_last=True),
+        "fused_ops + fused AdamW": make(fused=True),
     }
+    if args.threads >= 2:
+        fns[f"fused_ops + fused AdamW, batch split over {args.threads} threads (configs/train.json)"] = make_split(
+            args.threads
+        )
+    fns["channels_last"] = make(channels_last=True)
     if args.bf16:
         fns["bf16 autocast (AMP)"] = make(amp=True)
     if args.compile:
@@ -603,9 +621,11 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
     if not (args.train_dir / "images").is_dir():
         return [], [f"bundle trainer rows skipped: no real data at {args.train_dir}"]
     group = f"training end to end, the bundle's trainer ({args.train_images} real images, epochs 2-{args.trainer_epochs})"
+    unsplit = ["--split_batch_workers", "1"]
     variants = [
-        ("1 process, plain ops (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"]),
-        ("1 process (configs/train.json as shipped)", 1, 8, 2, []),
+        ("1 process, plain ops (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"] + unsplit),
+        ("1 process, fused_ops, batch not split", 1, 8, 2, unsplit),
+        ("1 process (configs/train.json as shipped: fused_ops, batch split over 2 threads)", 1, 8, 2, []),
         ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, []),
         ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, []),
     ]

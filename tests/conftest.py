@@ -1,12 +1,13 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""Shared test fixtures: the real dermoscopy data in ``<repo root>/../shared/data`` and the original
-implementation's reference outputs in ``<repo root>/../shared/reference``."""
+"""Shared test fixtures: the real dermoscopy data in ``<repo root>/../shared/data``, the original
+implementation's reference outputs in ``<repo root>/../shared/reference``, and an empty MLflow store to copy."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if {"shared_data_dir", "shared_reference_dir"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its tables made. Making them takes 10-60 s (MLflow's migrations), copying
+    the file no time; kept in pytest's cache per MLflow version, so a later session does not pay it again."""
+    import mlflow
+
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir(f"mlflow_db_{mlflow.__version__}") if cache is not None else tmp_path_factory.mktemp("db")
+    path = Path(folder) / "mlflow.db"
+    if path.is_file():
+        return path
+    fd, tmp = tempfile.mkstemp(prefix="mlflow.db.", dir=folder)
+    os.close(fd)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}")
+    client.search_experiments()
+    store = client._tracking_client.store
+    for engine in (getattr(store, "engine", None), getattr(store, "read_engine", None)):
+        if engine is not None:
+            engine.dispose()
+    os.replace(tmp, path)  # whole or absent, also when two sessions make it at once
+    return path

@@ -94,20 +94,6 @@ def copy_pairs(src: Path, dst: Path, ids: list[str]) -> Path:
     return dst
 
 
-def make_mlflow_template(path: Path) -> Path:
-    """An empty MLflow SQLite store with its tables made (10-30 s under load); copy it to
-    ``<bundle_root>/runs/mlflow.db`` before a run to skip that step."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
-    client.search_experiments()
-    store = client._tracking_client.store
-    for engine in (getattr(store, "engine", None), getattr(store, "read_engine", None)):
-        if engine is not None:
-            engine.dispose()
-    return path
-
-
 def seed_mlflow_store(template: Path, bundle_root: Path) -> None:
     (bundle_root / "runs").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, bundle_root / "runs" / "mlflow.db")

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from bundle_helpers import EVALUATE, INFERENCE, TRAIN, check_ok, copy_pairs, make_mlflow_template, run_bundle
+from bundle_helpers import EVALUATE, INFERENCE, TRAIN, check_ok, copy_pairs, run_bundle
 
 SYNTHETIC_EPOCHS = 2
 # three pairs per source: one goes to validation, two to training (val_fraction 0.2), so one batch of 4
@@ -17,12 +17,6 @@ REAL_IDS = {
     "isic2017_train_256": ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002"],
     "ph2": ["IMD002", "IMD003", "IMD004"],
 }
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store, tables made, to copy into a bundle root (see ``seed_mlflow_store``)."""
-    return make_mlflow_template(tmp_path_factory.mktemp("mlflow_template") / "mlflow.db")
 
 
 @pytest.fixture(scope="session")

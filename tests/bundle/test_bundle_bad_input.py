@@ -87,13 +87,13 @@ def test_empty_folder(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_rgba_and_grayscale_photos_are_converted_with_a_warning(tmp_path: Path, mlflow_template: Path):
+def test_rgba_and_grayscale_photos_are_converted_with_a_warning(tmp_path: Path, mlflow_db_template: Path):
     data = _dataset(tmp_path / "data")
     rgba, gray = data / "images" / "syn_0004.png", data / "images" / "syn_0005.png"
     Image.open(rgba).convert("RGBA").save(rgba)
     Image.open(gray).convert("L").save(gray)
     root = tmp_path / "bundle"
-    seed_mlflow_store(mlflow_template, root)
+    seed_mlflow_store(mlflow_db_template, root)
     result = check_ok(_train(root, data))
     assert re.search(rf"{re.escape(str(rgba))}: RGBA converted to RGB", result.output), result.tail()
     assert re.search(rf"{re.escape(str(gray))}: grayscale \(L\) copied to the 3 RGB channels", result.output)

@@ -69,7 +69,7 @@ def test_inference_masks_have_each_photos_size(real_bundle):
     assert sorted(p.name for p in real_bundle.predictions.iterdir()) == sorted(f"{p.stem}_mask.png" for p in photos)
 
 
-def test_training_from_a_datalist_file(real_datasets, tmp_path: Path, mlflow_template: Path):
+def test_training_from_a_datalist_file(real_datasets, tmp_path: Path, mlflow_db_template: Path):
     """A decathlon datalist with paths relative to its own folder, and its own validation list."""
     items = []
     for folder in real_datasets.folders:
@@ -80,7 +80,7 @@ def test_training_from_a_datalist_file(real_datasets, tmp_path: Path, mlflow_tem
     datalist = real_datasets.root / "my_datalist.json"
     datalist.write_text(json.dumps({"training": items[:4], "validation": items[4:]}, indent=2))
     root = tmp_path / "bundle"
-    seed_mlflow_store(mlflow_template, root)
+    seed_mlflow_store(mlflow_db_template, root)
     result = check_ok(
         run_bundle("run", "training", "--config_file", TRAIN, "--bundle_root", root, "--datalist_file", datalist,
                    "--max_epochs", "1", "--num_workers", "0", "--batch_size", "4", log_file=tmp_path / "train.log")

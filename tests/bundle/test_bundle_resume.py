@@ -21,12 +21,12 @@ def _cosine_lr(step: int, lr0: float = 1e-3, eta_min: float = 1e-5, period: int 
     return eta_min + (lr0 - eta_min) * (1 + math.cos(math.pi * step / period)) / 2
 
 
-def test_resume_continues_at_epoch_3_with_optimizer_and_schedule(tmp_path: Path, mlflow_template: Path):
+def test_resume_continues_at_epoch_3_with_optimizer_and_schedule(tmp_path: Path, mlflow_db_template: Path):
     from egeunet_monai.data import generate_synthetic_dataset
 
     data = generate_synthetic_dataset(tmp_path / "data", num_images=10, size=64)
     root = tmp_path / "bundle"
-    seed_mlflow_store(mlflow_template, root)
+    seed_mlflow_store(mlflow_db_template, root)
     common = ["--config_file", TRAIN, "--bundle_root", root, "--dataset_dir", data, "--num_workers", "0",
               "--batch_size", "4", "--image_size", "[64, 64]"]
     first = check_ok(run_bundle("run", "training", *common, "--max_epochs", "2", log_file=tmp_path / "first.log"))

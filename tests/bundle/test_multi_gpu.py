@@ -120,14 +120,14 @@ def _check_rank_log(rank: int, log: str, epochs: range, max_epochs: int) -> str:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_on_cpu(tmp_path: Path, mlflow_template: Path):
+def test_torchrun_two_processes_on_cpu(tmp_path: Path, mlflow_db_template: Path):
     from egeunet_monai.data import generate_synthetic_dataset
     from egeunet_monai.networks.nets import EGEUNet
 
     # 10 pairs: 8 for training (4 per rank: 2 batches of 2 each), 2 for validation (1 per rank)
     data = Path(generate_synthetic_dataset(tmp_path / "data", num_images=10, size=64))
     root = tmp_path / "bundle"
-    seed_mlflow_store(mlflow_template, root)
+    seed_mlflow_store(mlflow_db_template, root)
     _, rank_logs = _torchrun(root, data, tmp_path / "logs_first", 2)
 
     # both ranks trained: each logs its own 2 x 2 iterations, on its half of the data (DistributedSampler)

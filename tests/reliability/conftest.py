@@ -1,10 +1,9 @@
-"""Fixtures of the fault tests: a tiny real dataset, an MLflow store template, bundle runs killed at teardown."""
+"""Fixtures of the fault tests: a tiny real dataset and bundle runs killed at teardown (the MLflow store template,
+``mlflow_db_template``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,29 +24,6 @@ def tiny_dataset(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
         mask = f"{image.stem}_segmentation.png"
         shutil.copyfile(src / "masks" / mask, dst / "masks" / mask)
     return dst
-
-
-@pytest.fixture(scope="session")
-def mlflow_db_template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store with its tables made. Making them takes 10-60 s (MLflow's migrations), copying
-    the file no time; kept in pytest's cache per MLflow version, so a later session does not pay it again."""
-    import mlflow
-
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir(f"mlflow_db_{mlflow.__version__}") if cache is not None else tmp_path_factory.mktemp("db")
-    path = Path(folder) / "mlflow.db"
-    if path.is_file():
-        return path
-    fd, tmp = tempfile.mkstemp(prefix="mlflow.db.", dir=folder)
-    os.close(fd)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}")
-    client.search_experiments()
-    store = client._tracking_client.store
-    for engine in (getattr(store, "engine", None), getattr(store, "read_engine", None)):
-        if engine is not None:
-            engine.dispose()
-    os.replace(tmp, path)  # whole or absent, also when two sessions make it at once
-    return path
 
 
 @pytest.fixture
