@@ -11,15 +11,17 @@ them alike; the eager network, the faithful port of the original, is the referen
   what ``monai.bundle ckpt_export`` writes), ONNX Runtime on CPU (egeunet_monai.export), bf16 autocast and, with
   ``--compile``, ``torch.compile``; with the largest difference of each from eager (logits and probabilities);
 - training: images/s of one optimizer step at batch 8 (forward, EGEUNetLoss, backward, AdamW) in fp32, with
-  ``fused_ops`` and the fused AdamW (what configs/train.json builds), with channels-last tensors, with bf16
-  autocast (and ``--compile``);
+  ``fused_ops`` and the fused AdamW, with the batch also split over ``--threads`` threads by the bundle's
+  ``SplitBatchIteration`` through a real SupervisedTrainer (what configs/train.json runs), with channels-last
+  tensors, with bf16 autocast (and ``--compile``);
 - training end to end through the bundle: configs/train.json's own ``train#dataloader`` (built with
   ``monai.bundle.ConfigParser``, ``dataset_dir`` pointing at real images, a subset of ``--train-images``): the
   one-off decoding and resizing into the CacheDataset, the loader alone, and loader + step for each
   ``--num-workers``;
 - training end to end through the bundle's own trainer: real ``python -m monai.bundle run training`` runs (one
-  process with the plain and the fused operators; ``torchrun`` with 2 CPU ranks of 4 and of 8 images) on the same
-  subset, validation off, Ignite's epoch times after the first epoch;
+  process with the plain operators, with the fused ones, and as shipped with the batch split; ``torchrun`` with 2
+  CPU ranks of 4 and of 8 images) on the same subset, validation off, Ignite's epoch times after the first epoch,
+  each variant ``--trainer-repeats`` times in a rotating order;
 - inference end to end through configs/inference.json on full-size photographs (decode, resize, infer, resize back,
   write PNG), eager and ONNX Runtime, in a child process each: images/s and peak RSS;
 - parameters, multiply-adds counted with ``torch.utils.flop_counter.FlopCounterMode``, and the bound they imply
@@ -617,7 +619,9 @@ def run_bundle_training(args, tmp: Path, ranks: int, batch: int, workers: int, e
 
 
 def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
-    """The bundle's own SupervisedTrainer, end to end: epochs after the first (CacheDataset filled, workers up)."""
+    """The bundle's own SupervisedTrainer, end to end: epochs after the first (CacheDataset filled, workers up).
+    Each variant runs ``--trainer-repeats`` times, the variants taking turns in a rotating order (as the other
+    groups), so that a change of load on a shared machine slows them alike."""
     if not (args.train_dir / "images").is_dir():
         return [], [f"bundle trainer rows skipped: no real data at {args.train_dir}"]
     group = f"training end to end, the bundle's trainer ({args.train_images} real images, epochs 2-{args.trainer_epochs})"
@@ -628,21 +632,25 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
         ("1 process (configs/train.json as shipped: fused_ops, batch split over 2 threads)", 1, 8, 2, []),
         ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, []),
         ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, []),
-    ]
-    rows, messages = [], []
-    reference = None
-    for label, ranks, batch, workers, extra in variants:
-        if ranks > args.threads:
-            messages.append(f"'{label}' skipped: --threads {args.threads}")
-            continue
-        log(f"bundle trainer: {label}")
-        times, command = run_bundle_training(args, tmp, ranks, batch, workers, extra)
-        rates = [args.train_images / t for t in times[1:]]
-        rate = statistics.median(rates)
-        reference = reference or rate
+    ]  # fmt: skip
+    messages = [f"'{v[0]}' skipped: --threads {args.threads}" for v in variants if v[1] > args.threads]
+    variants = [v for v in variants if v[1] <= args.threads]
+    rates: dict[str, list[float]] = {v[0]: [] for v in variants}
+    commands: dict[str, str] = {}
+    for r in range(args.trainer_repeats):
+        for label, ranks, batch, workers, extra in variants[r % len(variants) :] + variants[: r % len(variants)]:
+            log(f"bundle trainer: {label} (repeat {r + 1})")
+            (tmp / f"r{r}").mkdir(exist_ok=True)
+            times, commands[label] = run_bundle_training(args, tmp / f"r{r}", ranks, batch, workers, extra)
+            rates[label] += [args.train_images / t for t in times[1:]]
+    rows = []
+    reference = statistics.median(rates[variants[0][0]]) if variants else None
+    for label, ranks, batch, _, _ in variants:
+        rate = statistics.median(rates[label])
         rows.append(
-            Row(group, label, str(batch * ranks), "img/s", rates, [], ratio=rate / reference, note=f"`{command}`")
-        )
+            Row(group, label, str(batch * ranks), "img/s", rates[label], [], ratio=rate / reference,
+                note=f"`{commands[label]}`")
+        )  # fmt: skip
     return rows, messages
 
 
@@ -824,6 +832,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=256, help="subset of --train-dir for the bundle rows")
     p.add_argument("--num-workers", type=int, nargs="+", default=[0, 1, 2], help="bundle loader num_workers to try")
     p.add_argument("--trainer-epochs", type=int, default=3, help="epochs of each real bundle training run (first not timed)")
+    p.add_argument("--trainer-repeats", type=int, default=2, help="runs of each bundle-trainer variant (interleaved)")
     p.add_argument("--ph2-dir", type=Path, default=DEFAULT_PH2_DIR, help="full-size photographs for the bundle inference")
     p.add_argument("--ph2-images", type=int, default=24, help="how many of them")
     p.add_argument("--bundle-repeats", type=int, default=2, help="runs of each bundle-inference variant")
@@ -856,6 +865,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.ph2_images = min(args.ph2_images, 3)
         args.bundle_repeats = 1
         args.trainer_epochs = 2
+        args.trainer_repeats = 1
     return args
 
 
