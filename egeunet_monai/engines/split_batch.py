@@ -25,26 +25,18 @@ Where the split cannot help or would change behaviour, the trainer's own iterati
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
+from egeunet_monai.threads import ThreadPoolOwner
+
 __all__ = ["SplitBatchIteration"]
 
 
-def _set_intra_op_threads(count: int) -> None:
-    """Run in a new worker thread. With OpenMP the thread count is per thread, but a new thread takes the
-    process-wide value on its first parallel operator; ``get_num_threads`` does that first, so the value set after
-    it sticks (else each worker would start a full team of threads, all competing for the same cores)."""
-    torch.get_num_threads()
-    torch.set_num_threads(count)
-
-
-class SplitBatchIteration:
+class SplitBatchIteration(ThreadPoolOwner):
     """``SupervisedTrainer(iteration_update=SplitBatchIteration(workers))``: each batch is cut into ``workers``
     parts whose forward, loss and backward run concurrently, one thread each; one optimizer step follows.
 
@@ -60,23 +52,7 @@ class SplitBatchIteration:
         threads = torch.get_num_threads()
         self.workers = max(1, int(workers if workers is not None else min(threads, 2)))
         self.intra_op_threads = max(1, int(intra_op_threads or threads // self.workers))
-        self._pool: ThreadPoolExecutor | None = None
-
-    def __getstate__(self):  # a thread pool can be neither copied nor pickled: a copy starts its own
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        return state
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            threads = torch.get_num_threads()
-            self._pool = ThreadPoolExecutor(
-                self.workers, "egeunet-train", initializer=_set_intra_op_threads, initargs=(self.intra_op_threads,)
-            )
-            started = threading.Barrier(self.workers)  # start every worker now, while the value is theirs to take
-            list(self._pool.map(lambda _: started.wait(), range(self.workers)))
-            torch.set_num_threads(threads)
-        return self._pool
+        self.thread_name_prefix = "egeunet-train"
 
     def applies_to(self, engine, inputs: torch.Tensor, extra: bool) -> bool:
         """Whether this batch is split (see the module docstring for when the trainer's own iteration runs)."""

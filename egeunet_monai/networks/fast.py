@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +42,7 @@ from torch import nn
 from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
 from egeunet_monai.networks.nets import EGEUNet
 from egeunet_monai.networks.nets.egeunet import check_input_shape
+from egeunet_monai.threads import ThreadPoolOwner
 
 __all__ = ["EGEUNetInference", "optimize_for_inference"]
 
@@ -214,15 +213,7 @@ class _FastGAB(nn.Module):
         return F.conv2d(_normalize(torch.cat(outs, dim=1), self.tail_eps), self.tail_weight, self.tail_bias)
 
 
-def _one_intra_op_thread() -> None:
-    """Run in a new worker thread: compute with one intra-op thread. With OpenMP the setting is per thread, but a
-    thread takes the process-wide value on its first parallel operator; ``get_num_threads`` does that first, so
-    the ``set_num_threads(1)`` after it sticks (else each worker would run a team of threads, all spinning)."""
-    torch.get_num_threads()
-    torch.set_num_threads(1)  # also the default of threads started later: the caller restores its value
-
-
-class EGEUNetInference(nn.Module):
+class EGEUNetInference(ThreadPoolOwner, nn.Module):
     """The eval-mode forward of an :class:`EGEUNet`, rewritten for speed (see the module docstring).
     Build it with :func:`optimize_for_inference`. Returns the main logits, N x out_channels x H x W."""
 
@@ -230,7 +221,9 @@ class EGEUNetInference(nn.Module):
         super().__init__()
         self.chunk = max(1, int(chunk))
         self.workers = max(1, int(workers))
-        self._pool: ThreadPoolExecutor | None = None
+        self.intra_op_threads = 1
+        self.thread_name_prefix = "egeunet-fast"
+        self._pool = None
         net = copy.deepcopy(model).eval()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -255,20 +248,6 @@ class EGEUNetInference(nn.Module):
             if isinstance(m, _FastGHPA):
                 m._gates = {}
         return super()._apply(fn, recurse)
-
-    def __getstate__(self):  # a thread pool can be neither copied nor pickled: the copy makes its own
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        return state
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            threads = torch.get_num_threads()
-            self._pool = ThreadPoolExecutor(self.workers, "egeunet-fast", initializer=_one_intra_op_thread)
-            started = threading.Barrier(self.workers)  # start every worker now, while the value is theirs to take
-            list(self._pool.map(lambda _: started.wait(), range(self.workers)))
-            torch.set_num_threads(threads)
-        return self._pool
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
