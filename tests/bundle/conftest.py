@@ -85,12 +85,12 @@ def real_datasets(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def real_bundle(real_datasets: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory,
-                mlflow_template: Path) -> SimpleNamespace:
+                mlflow_db_template: Path) -> SimpleNamespace:
     """Train (two folders: ``--dataset_dir "a,b"``), evaluate and infer on the real pairs."""
     from bundle_helpers import seed_mlflow_store
 
     root = tmp_path_factory.mktemp("real_bundle")
-    seed_mlflow_store(mlflow_template, root)
+    seed_mlflow_store(mlflow_db_template, root)
     dirs = ",".join(str(f) for f in real_datasets.folders)
     common = ["--bundle_root", root, "--dataset_dir", dirs, "--num_workers", "0", "--batch_size", "4"]
     train = check_ok(
