@@ -54,13 +54,12 @@ class SplitBatchIteration(ThreadPoolOwner):
         self.intra_op_threads = max(1, int(intra_op_threads or threads // self.workers))
         self.thread_name_prefix = "egeunet-train"
 
-    def applies_to(self, engine, inputs: torch.Tensor, extra: bool) -> bool:
-        """Whether this batch is split (see the module docstring for when the trainer's own iteration runs)."""
+    def applies_to(self, engine) -> bool:
+        """Whether this trainer's batches are split (see the module docstring for when its own iteration runs).
+        Checked before ``prepare_batch``, so that the fall-back does not move each batch to the device twice."""
         return (
             self.workers > 1
-            and inputs.device.type == "cpu"
-            and inputs.shape[0] >= 2
-            and not extra
+            and torch.device(engine.state.device).type == "cpu"
             and not engine.amp
             and not getattr(engine, "compile", False)
             and getattr(engine, "accumulation_steps", 1) == 1
@@ -70,11 +69,12 @@ class SplitBatchIteration(ThreadPoolOwner):
     def __call__(self, engine, batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
+        if not self.applies_to(engine):
+            return engine._iteration(engine, batchdata)
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
-        extra = len(batch) > 2 and bool(batch[2] or batch[3])
-        if not self.applies_to(engine, inputs, extra):
-            return engine._iteration(engine, batchdata)
+        if inputs.shape[0] < 2 or (len(batch) > 2 and (batch[2] or batch[3])):  # one image, or extra network args
+            return engine._iteration(engine, batchdata)  # on CPU: preparing again is a no-op move
 
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()

@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, default_prepare_batch
 
 from egeunet_monai.engines import SplitBatchIteration
 from egeunet_monai.losses import EGEUNetLoss
@@ -36,7 +36,7 @@ def _batches(count: int, batch: int, size: int = 64) -> list[dict[str, torch.Ten
     return out
 
 
-def _trainer(net: torch.nn.Module, batches, iteration_update=None, lr: float = 1.0) -> SupervisedTrainer:
+def _trainer(net: torch.nn.Module, batches, iteration_update=None, lr: float = 1.0, **kwargs) -> SupervisedTrainer:
     # plain SGD with lr 1: each parameter moves by exactly its gradient, so comparing weights compares gradients
     return SupervisedTrainer(
         device=torch.device("cpu"),
@@ -47,6 +47,7 @@ def _trainer(net: torch.nn.Module, batches, iteration_update=None, lr: float = 1
         loss_function=EGEUNetLoss(),
         iteration_update=iteration_update,
         decollate=False,
+        **kwargs,
     )
 
 
@@ -124,7 +125,15 @@ def test_falls_back_to_the_trainers_own_iteration(case):
     plain_net, net = _network(), _network()
     _trainer(plain_net, batches).run()
     iteration = SplitBatchIteration(workers=workers)
-    _trainer(net, batches, iteration).run()
+    prepared = []
+
+    def counting_prepare_batch(*args, **kwargs):
+        prepared.append(1)
+        return default_prepare_batch(*args, **kwargs)
+
+    _trainer(net, batches, iteration, prepare_batch=counting_prepare_batch).run()
     assert iteration._pool is None  # no thread was started
+    if case == "one worker":  # decided before preparing: the batch is moved to the device once, not twice
+        assert len(prepared) == 1
     for (name, a), b in zip(plain_net.state_dict().items(), net.state_dict().values()):
         assert torch.equal(a, b), name  # bit for bit: the very same code ran
