@@ -163,6 +163,11 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def rotated(items: list, r: int) -> list:
+    """``items`` starting at position ``r`` (wrapping): the order of repeat ``r``, so that none always runs first."""
+    return items[r % len(items) :] + items[: r % len(items)]
+
+
 def interleaved(
     fns: dict[str, Callable[[], object]], images: int, repeats: int, calls: int = 1, warmup: int = 1
 ) -> dict[str, tuple[list[float], list[float]]]:
@@ -175,8 +180,7 @@ def interleaved(
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
+        for name in rotated(names, r):
             c0, w0 = time.process_time(), time.perf_counter()
             for _ in range(calls):
                 fns[name]()
@@ -638,7 +642,7 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
     rates: dict[str, list[float]] = {v[0]: [] for v in variants}
     commands: dict[str, str] = {}
     for r in range(args.trainer_repeats):
-        for label, ranks, batch, workers, extra in variants[r % len(variants) :] + variants[: r % len(variants)]:
+        for label, ranks, batch, workers, extra in rotated(variants, r):
             log(f"bundle trainer: {label} (repeat {r + 1})")
             (tmp / f"r{r}").mkdir(exist_ok=True)
             times, commands[label] = run_bundle_training(args, tmp / f"r{r}", ranks, batch, workers, extra)
