@@ -630,10 +630,13 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
         return [], [f"bundle trainer rows skipped: no real data at {args.train_dir}"]
     group = f"training end to end, the bundle's trainer ({args.train_images} real images, epochs 2-{args.trainer_epochs})"
     unsplit = ["--split_batch_workers", "1"]
+    on_device = ["--augment_on_device", "true"]  # the GPU default: RandFlipRotateBatch in prepare_batch
     variants = [
         ("1 process, plain ops (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"] + unsplit),
         ("1 process, fused_ops, batch not split", 1, 8, 2, unsplit),
         ("1 process (configs/train.json as shipped: fused_ops, batch split over 2 threads)", 1, 8, 2, []),
+        ("1 process, augmentation batched in the trainer (--augment_on_device true), loader num_workers 2", 1, 8, 2, on_device),
+        ("1 process, augmentation batched in the trainer (--augment_on_device true), loader num_workers 0", 1, 8, 0, on_device),
         ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, []),
         ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, []),
     ]  # fmt: skip

@@ -1,4 +1,12 @@
 from .checkpoints import default_weights, latest_checkpoint, resume_checkpoint, tracking_run_name
+from .prepare_batch import PrepareBatchAugmented
 from .split_batch import SplitBatchIteration
 
-__all__ = ["SplitBatchIteration", "default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name"]
+__all__ = [
+    "PrepareBatchAugmented",
+    "SplitBatchIteration",
+    "default_weights",
+    "latest_checkpoint",
+    "resume_checkpoint",
+    "tracking_run_name",
+]

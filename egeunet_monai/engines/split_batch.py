@@ -74,7 +74,9 @@ class SplitBatchIteration(ThreadPoolOwner):
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
         if inputs.shape[0] < 2 or (len(batch) > 2 and (batch[2] or batch[3])):  # one image, or extra network args
-            return engine._iteration(engine, batchdata)  # on CPU: preparing again is a no-op move
+            # the trainer's iteration prepares the batch again: on CPU the move is a no-op (an augmenting
+            # prepare_batch draws anew, and the first draw is dropped)
+            return engine._iteration(engine, batchdata)
 
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from bundle_helpers import REPO_ROOT, bundle_env, check_ok, run_bundle, run_command
 
 SCHEMA = "bundle/schema/meta_schema.json"
@@ -65,3 +66,37 @@ def test_logging_conf_is_applied_by_default_and_on_request(tmp_path: Path):
     # without it (logging_file=False) the root logger has no handler and INFO records are not printed
     off = check_ok(run_command([sys.executable, "-c", probe.format(arg="False"), "configs/inference.json"]))
     assert "probe message" not in off.output
+
+
+def _train_parser(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "configs" / "train.json"))
+    parser.update(overrides)
+    return parser
+
+
+def test_augment_on_device_switches_between_the_two_augmentation_paths():
+    """``--augment_on_device true`` (the string fire passes) moves the flips and rotation from the loader's
+    per-sample transforms to the trainer's prepare_batch, with the same probabilities; ``false`` and the CPU
+    default keep them in the loader. A misspelt value is refused, naming the option."""
+    from monai.transforms import RandFlipd, RandRotated
+
+    from egeunet_monai.engines import PrepareBatchAugmented
+
+    def random_transforms(parser):
+        return [t for t in parser.get_parsed_content("train#preprocessing").transforms if isinstance(t, (RandFlipd, RandRotated))]
+
+    on = _train_parser(augment_on_device="true", flip_prob=0.25)
+    prepare = on.get_parsed_content("train#prepare_batch")
+    assert isinstance(prepare, PrepareBatchAugmented) and random_transforms(on) == []
+    assert (prepare.augmentation.flip_prob, prepare.augmentation.rotate_prob) == (0.25, 0.5)
+    assert prepare.augmentation.rotate_range == on.get_parsed_content("rotate_range")
+    for parser in (_train_parser(augment_on_device="false"), _train_parser()):  # the default on a CPU machine
+        assert not isinstance(parser.get_parsed_content("train#prepare_batch"), PrepareBatchAugmented)
+        assert [type(t).__name__ for t in random_transforms(parser)] == ["RandFlipd", "RandFlipd", "RandRotated"]
+    with pytest.raises(RuntimeError) as failure:  # MONAI's "Failed to evaluate" error, raised from ours
+        _train_parser(augment_on_device="ture").get_parsed_content("train#prepare_batch")
+    assert "--augment_on_device must be true or false, got 'ture'" in str(failure.value.__cause__)
+    assert _train_parser(amp="false").get_parsed_content("amp_enabled") is False

@@ -1,0 +1,3 @@
+from .batch_augmentation import RandFlipRotateBatch
+
+__all__ = ["RandFlipRotateBatch"]

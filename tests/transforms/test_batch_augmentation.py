@@ -1,0 +1,93 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""RandFlipRotateBatch (the on-device augmentation of configs/train.json) against MONAI's per-sample transforms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from monai.transforms import Rotate
+
+from egeunet_monai.engines import PrepareBatchAugmented
+from egeunet_monai.transforms import RandFlipRotateBatch
+
+
+def _batch(n: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, height, width, generator=g)
+    # a blob-shaped mask, so that nearest resampling has edges to keep
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    centre = torch.rand(n, 2, generator=g) * torch.tensor([height, width]) * 0.5 + torch.tensor([height, width]) * 0.25
+    radius = min(height, width) / 4
+    label = ((yy[None] - centre[:, :1, None]) ** 2 + (xx[None] - centre[:, 1:, None]) ** 2 < radius**2).float()
+    return image, label[:, None]
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 96), (96, 64)])
+def test_each_rotation_is_monai_rotate_of_that_image(size):
+    """Rotation only: every image is MONAI's ``Rotate`` by the angle drawn for it (bilinear image; the mask nearest,
+    binary, equal but for the odd pixel where nearest rounding ties), non-square images included."""
+    image, label = _batch(6, *size)
+    aug = RandFlipRotateBatch(flip_prob=0.0, rotate_prob=1.0, seed=3)
+    _, _, angles = RandFlipRotateBatch(flip_prob=0.0, rotate_prob=1.0, seed=3).draw(6)
+    out_image, out_label = aug(image, label)
+    assert angles.abs().max() <= math.pi and len(set(angles.tolist())) == 6
+    for i, angle in enumerate(angles.tolist()):
+        ref_image = Rotate(angle=angle, keep_size=True, mode="bilinear", padding_mode="zeros")(image[i])
+        ref_label = Rotate(angle=angle, keep_size=True, mode="nearest", padding_mode="zeros")(label[i])
+        assert torch.allclose(out_image[i], torch.as_tensor(ref_image), atol=1e-4)
+        assert set(out_label[i].unique().tolist()) <= {0.0, 1.0}
+        assert (out_label[i] != torch.as_tensor(ref_label)).float().mean() < 2e-3
+
+
+def test_flips_are_exact_and_nothing_is_an_identity_copy_in_place():
+    image, label = _batch(4, 32, 48)
+    before = image.clone(), label.clone()
+    flipped = RandFlipRotateBatch(flip_prob=1.0, rotate_prob=0.0)(image, label)
+    assert torch.equal(flipped[0], image.flip(2, 3)) and torch.equal(flipped[1], label.flip(2, 3))
+    unchanged = RandFlipRotateBatch(flip_prob=0.0, rotate_prob=0.0)(image, label)
+    assert torch.equal(unchanged[0], image) and torch.equal(unchanged[1], label)
+    RandFlipRotateBatch(seed=1)(image, label)
+    assert torch.equal(image, before[0]) and torch.equal(label, before[1])  # the caller's batch is not modified
+
+
+def test_each_choice_is_drawn_per_image_with_its_probability():
+    flips, rotate, angles = RandFlipRotateBatch(flip_prob=0.5, rotate_prob=0.5, rotate_range=math.pi, seed=0).draw(8000)
+    assert flips.float().mean(0).sub(0.5).abs().max() < 0.02 and abs(rotate.float().mean() - 0.5) < 0.02
+    # the two flips and the rotation are independent: all 8 combinations occur about equally often
+    combos = torch.bincount(flips[:, 0].long() * 4 + flips[:, 1].long() * 2 + rotate.long(), minlength=8)
+    assert combos.min() > 0.11 * 8000 and combos.max() < 0.14 * 8000
+    assert torch.all(angles[~rotate] == 0)
+    rotated = angles[rotate]
+    assert rotated.abs().max() <= math.pi and rotated.min() < -3.0 and rotated.max() > 3.0
+    assert abs(rotated.mean()) < 0.1 and abs((rotated > 0).float().mean() - 0.5) < 0.03
+
+
+def test_seeded_draws_repeat_and_differ_between_seeds():
+    image, label = _batch(8, 32, 32)
+    a = RandFlipRotateBatch(seed=5)(image, label)
+    b = RandFlipRotateBatch(seed=5)(image, label)
+    c = RandFlipRotateBatch(seed=6)(image, label)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_bad_input_and_options_are_refused_with_the_reason():
+    image, label = _batch(2, 32, 32)
+    with pytest.raises(ValueError, match=r"same N, H and W.*\[2, 3, 32, 32\].*\[2, 1, 16, 32\]"):
+        RandFlipRotateBatch()(image, label[:, :, :16])
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        RandFlipRotateBatch()(image[0], label[0])
+    with pytest.raises(ValueError, match="rotate_prob must be a probability"):
+        RandFlipRotateBatch(rotate_prob=1.5)
+
+
+def test_prepare_batch_moves_then_augments_a_dictionary_batch():
+    image, label = _batch(4, 32, 32)
+    prepare = PrepareBatchAugmented(RandFlipRotateBatch(flip_prob=1.0, rotate_prob=0.0))
+    out_image, out_label = prepare({"image": image.double(), "label": label}, torch.device("cpu"), False, dtype=torch.float32)
+    assert out_image.dtype == torch.float32  # Tensor.to kwargs reach the default preparation
+    assert torch.equal(out_image, image.flip(2, 3)) and torch.equal(out_label, label.flip(2, 3))
+    with pytest.raises(ValueError, match="needs batches with a label"):
+        prepare({"image": image}, torch.device("cpu"))
