@@ -84,10 +84,10 @@ class RandFlipRotateBatch:
             )
         n, height, width = image.shape[0], int(image.shape[2]), int(image.shape[3])
         flips, rotate, angles = self.draw(n)
-        for axis in range(2):
-            chosen = torch.nonzero(flips[:, axis]).flatten()
-            if len(chosen):
-                image, label = image.clone(), label.clone()
+        if flips.any():
+            image, label = image.clone(), label.clone()  # the caller's batch stays as it was
+            for axis in range(2):
+                chosen = torch.nonzero(flips[:, axis]).flatten().to(image.device)
                 image[chosen] = image[chosen].flip(2 + axis)
                 label[chosen] = label[chosen].flip(2 + axis)
         chosen = torch.nonzero(rotate).flatten()

@@ -100,3 +100,4 @@ def test_augment_on_device_switches_between_the_two_augmentation_paths():
         _train_parser(augment_on_device="ture").get_parsed_content("train#prepare_batch")
     assert "--augment_on_device must be true or false, got 'ture'" in str(failure.value.__cause__)
     assert _train_parser(amp="false").get_parsed_content("amp_enabled") is False
+    assert _train_parser(compile="TRUE").get_parsed_content("compile_enabled") is True
