@@ -163,6 +163,22 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def run_groups(groups: list[tuple[str, Callable[[], tuple[list[Row], list[str]]]]], skip: list[str], rows: list[Row],
+               messages: list[str], after_each: Callable[[], object] | None = None) -> None:
+    """Run each (name, fn) group not in ``skip``, adding its rows and messages (and its wall time) to ``rows`` and
+    ``messages``; ``after_each()`` follows every group."""
+    for name, fn in groups:
+        if name in skip:
+            continue
+        t0 = time.perf_counter()
+        new_rows, new_messages = fn()
+        rows += new_rows
+        messages += new_messages + [f"{name}: {time.perf_counter() - t0:.0f} s wall"]
+        log(messages[-1])
+        if after_each is not None:
+            after_each()
+
+
 def rotated(items: list, r: int) -> list:
     """``items`` starting at position ``r`` (wrapping): the order of repeat ``r``, so that none always runs first."""
     return items[r % len(items) :] + items[: r % len(items)]
@@ -900,21 +916,15 @@ def main(argv=None) -> int:
     messages = [weights_note, f"inference/training-step inputs: {data_note}"]
     with tempfile.TemporaryDirectory(prefix="egeunet_bench_") as tmp_name:
         tmp = Path(tmp_name)
-        for name, fn in (
+        groups = [
             ("inference", lambda: inference_rows(args, net, x_all, tmp)),
             ("training", lambda: training_rows(args, net, x_all, y_all)),
             ("bundle-train", lambda: bundle_train_rows(args, tmp)),
             ("bundle-trainer", lambda: bundle_trainer_rows(args, tmp)),
             ("bundle-infer", lambda: bundle_infer_rows(args, net, tmp)),
             ("size", lambda: count_rows(args, net)),
-        ):
-            if name in args.skip:
-                continue
-            t0 = time.perf_counter()
-            new_rows, new_messages = fn()
-            rows += new_rows
-            messages += new_messages + [f"{name}: {time.perf_counter() - t0:.0f} s wall"]
-            log(messages[-1])
+        ]
+        run_groups(groups, args.skip, rows, messages)
     load_end = load_average()
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = [

@@ -48,6 +48,7 @@ from benchmark import (  # noqa: E402  (the CPU benchmark's table, model, data a
     render,
     rotated,
     run_bundle_training,
+    run_groups,
 )
 
 
@@ -266,19 +267,13 @@ def main(argv=None) -> int:
     rows: list[Row] = []
     notes = [weights_note, f"inputs: {data_note}"]
     command = "python scripts/benchmark_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    for name, fn in (
+    groups = [
         ("inference", lambda: inference_rows(args, net, x_all, device)),
         ("training", lambda: training_rows(args, net, x_all, y_all, device)),
         ("bundle-trainer", lambda: bundle_trainer_rows(args)),
-    ):
-        if name in args.skip:
-            continue
-        t0 = time.perf_counter()
-        new_rows, new_notes = fn()
-        rows += new_rows
-        notes += new_notes + [f"{name}: {time.perf_counter() - t0:.0f} s"]
-        log(notes[-1])
-        write_outputs(args, command, device, started, rows, notes)  # after each group: a cut-short run keeps them
+    ]
+    # the table is written after each group: a run cut short on a lent machine keeps what it measured
+    run_groups(groups, args.skip, rows, notes, lambda: write_outputs(args, command, device, started, rows, notes))
     print(write_outputs(args, command, device, started, rows, notes))
     return 0
 
