@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def test_gpu_benchmark_smoke_run_on_cpu(shared_data_dir: Path, tmp_path: Path):
     out, raw = tmp_path / "gpu.md", tmp_path / "gpu.json"
     proc = subprocess.run(
-        [sys.executable, "scripts/benchmark_gpu.py", "--device", "cpu", "--quick", "--no-compile",
+        [sys.executable, "scripts/benchmark_gpu.py", "--device", "cpu", "--quick",
          "--train-dir", str(shared_data_dir / "isic2017_train_256"), "--num-workers", "0",
          "--out", str(out), "--json", str(raw)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
