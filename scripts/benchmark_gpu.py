@@ -224,6 +224,8 @@ def bundle_trainer_rows(args) -> tuple[list[Row], list[str]]:
         ("with --amp true (bf16 autocast)", args.train_batch, ["--amp", "true"]),
         (f"batch {args.big_batch} (validation Dice not checked at this batch size)", args.big_batch, []),
     ]
+    if args.quick:  # the smoke run: the shipped config once
+        variants = variants[:1]
     if args.compile:  # compiled in the first epoch, which is not timed
         variants.append(("with --compile true (torch.compile of the network)", args.train_batch, ["--compile", "true"]))
     rates: dict[str, list[float]] = {v[0]: [] for v in variants}

@@ -88,12 +88,14 @@ def test_augment_on_device_switches_between_the_two_augmentation_paths():
     def random_transforms(parser):
         return [t for t in parser.get_parsed_content("train#preprocessing").transforms if isinstance(t, (RandFlipd, RandRotated))]
 
+    assert _train_parser(device="cuda:0").get_parsed_content("augmenting_on_device") is True  # no GPU needed to parse
     on = _train_parser(augment_on_device="true", flip_prob=0.25)
     prepare = on.get_parsed_content("train#prepare_batch")
     assert isinstance(prepare, PrepareBatchAugmented) and random_transforms(on) == []
     assert (prepare.augmentation.flip_prob, prepare.augmentation.rotate_prob) == (0.25, 0.5)
     assert prepare.augmentation.rotate_range == on.get_parsed_content("rotate_range")
-    for parser in (_train_parser(augment_on_device="false"), _train_parser()):  # the default on a CPU machine
+    # the default on a CPU machine; MONAI Label's train task passes the device as a string
+    for parser in (_train_parser(augment_on_device="false"), _train_parser(), _train_parser(device="cpu")):
         assert not isinstance(parser.get_parsed_content("train#prepare_batch"), PrepareBatchAugmented)
         assert [type(t).__name__ for t in random_transforms(parser)] == ["RandFlipd", "RandFlipd", "RandRotated"]
     with pytest.raises(RuntimeError) as failure:  # MONAI's "Failed to evaluate" error, raised from ours

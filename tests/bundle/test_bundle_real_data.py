@@ -70,7 +70,9 @@ def test_inference_masks_have_each_photos_size(real_bundle):
 
 
 def test_training_from_a_datalist_file(real_datasets, tmp_path: Path, mlflow_db_template: Path):
-    """A decathlon datalist with paths relative to its own folder, and its own validation list."""
+    """A decathlon datalist with paths relative to its own folder, and its own validation list; trained with the
+    augmentation on the device (``--augment_on_device true``, the GPU default) through the real trainer on the CPU:
+    the loader only collates, the trainer's prepare_batch flips and rotates each batch, the split step still runs."""
     items = []
     for folder in real_datasets.folders:
         for image in sorted((folder / "images").iterdir()):
@@ -83,12 +85,14 @@ def test_training_from_a_datalist_file(real_datasets, tmp_path: Path, mlflow_db_
     seed_mlflow_store(mlflow_db_template, root)
     result = check_ok(
         run_bundle("run", "training", "--config_file", TRAIN, "--bundle_root", root, "--datalist_file", datalist,
-                   "--max_epochs", "1", "--num_workers", "0", "--batch_size", "4", log_file=tmp_path / "train.log")
+                   "--max_epochs", "1", "--num_workers", "0", "--batch_size", "4", "--augment_on_device", "true",
+                   log_file=tmp_path / "train.log")
     )
     assert [(e, n, i, k) for e, n, i, k in epoch_log_lines(result.output)] == [(1, 1, 1, 1)]
     client = mlflow_client(root)
     (run,) = training_runs(client)
     assert (run.data.params["train_images"], run.data.params["val_images"]) == ("4", "2")
+    assert run.data.params["augment_on_device"] == "True"
     assert [s for s, _ in metric_steps(client, run.info.run_id, "val_mean_dice")] == [1]
     assert (root / "models" / "model.pt").is_file()
 

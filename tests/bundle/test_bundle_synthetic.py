@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import (
-    TRAIN, check_ok, dice, epoch_log_lines, metric_steps, mlflow_client, read_mask, run_bundle, seed_mlflow_store, training_runs,
-)
+from bundle_helpers import dice, epoch_log_lines, metric_steps, mlflow_client, read_mask, training_runs
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -192,21 +190,3 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     local = client.download_artifacts(run.info.run_id, "model.pt", str(root / "downloaded"))
     assert Path(local).read_bytes() == (root / "models" / "model.pt").read_bytes()  # the best checkpoint
 
-
-def test_training_with_the_augmentation_on_the_device(tmp_path: Path, mlflow_db_template: Path):
-    """``--augment_on_device true`` (the GPU default) through the real trainer on the CPU: the loader only collates
-    cached samples, the trainer's prepare_batch flips and rotates each batch, the split step still runs, and the
-    option is logged to MLflow."""
-    seed_mlflow_store(mlflow_db_template, tmp_path)
-    result = check_ok(run_bundle("run", "training", "--config_file", TRAIN, "--bundle_root", tmp_path,
-                                 "--max_epochs", "2", "--augment_on_device", "true", log_file=tmp_path / "train.log"))
-    assert [(e, i) for e, _, i, _ in epoch_log_lines(result.output)] == [
-        (e, i) for e in (1, 2) for i in range(1, ITERS_PER_EPOCH + 1)
-    ]
-    run = training_runs(mlflow_client(tmp_path))[0]
-    assert run.info.status == "FINISHED"
-    assert run.data.params["augment_on_device"] == "True"
-    assert run.data.params["split_batch_workers"] == str(min(2, default_intra_op_threads()))
-    val = metric_steps(mlflow_client(tmp_path), run.info.run_id, "val_mean_dice")
-    assert [s for s, _ in val] == [1, 2] and all(0.0 < v <= 1.0 for _, v in val)
-    assert (tmp_path / "models" / "model.pt").is_file()
