@@ -208,6 +208,8 @@ def interleaved(
 def rows_from_timings(
     group: str, batch: int, timings: dict, reference: str, latency: bool, diffs: dict, notes: dict
 ) -> list[Row]:
+    """One row per path of ``timings`` ({path: (wall seconds per image, CPU seconds per image)}, one value per
+    repeat), with its ratio to ``reference``; empty CPU lists (a GPU's timings) leave the CPU columns empty."""
     rows = []
     ref_wall, ref_cpu = timings[reference]
     for name, (wall, cpu) in timings.items():
@@ -220,7 +222,7 @@ def rows_from_timings(
             cpu_values = [1 / c for c in cpu]
             unit = "img/s"
         ratio = statistics.median(rw / w for rw, w in zip(ref_wall, wall))
-        cpu_ratio = statistics.median(rc / c for rc, c in zip(ref_cpu, cpu))
+        cpu_ratio = statistics.median(rc / c for rc, c in zip(ref_cpu, cpu)) if cpu and ref_cpu else None
         rows.append(
             Row(group, name, str(batch), unit, values, cpu_values, ratio, cpu_ratio, diffs.get(name, ""), notes.get(name, ""))
         )
@@ -944,25 +946,18 @@ def main(argv=None) -> int:
     ]
     text = "\n".join(header) + render(rows) + "\n"
     print(text)
+    raw = {"command": command, "machine": machine, "load_start": load_start, "load_end": load_end, "messages": messages}
+    save_report(args, text, raw, rows)
+    return 0
+
+
+def save_report(args, text: str, raw: dict, rows: list[Row]) -> None:
+    """The table (``text``) to ``--out`` and ``raw`` plus the rows as JSON to ``--json``, where given."""
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "command": command,
-                    "machine": machine,
-                    "load_start": load_start,
-                    "load_end": load_end,
-                    "messages": messages,
-                    "rows": [r.__dict__ for r in rows],
-                },
-                indent=1,
-            ),
-            encoding="utf-8",
-        )
-    return 0
+        args.json.write_text(json.dumps({**raw, "rows": [r.__dict__ for r in rows]}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

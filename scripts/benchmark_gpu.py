@@ -28,7 +28,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -49,8 +48,10 @@ from benchmark import (  # noqa: E402  (the CPU benchmark's table, model, data a
     log,
     render,
     rotated,
+    rows_from_timings,
     run_bundle_training,
     run_groups,
+    save_report,
 )
 
 
@@ -85,6 +86,12 @@ def timed(fns: dict[str, Callable[[], object]], device: torch.device, images: in
     return seconds
 
 
+def wall_only(seconds: dict[str, list[float]]) -> dict[str, tuple[list[float], list[float]]]:
+    """``timed``'s seconds in the form of benchmark.rows_from_timings, with no CPU-time column (not what a GPU
+    spends)."""
+    return {name: (values, []) for name, values in seconds.items()}
+
+
 def attempt(name: str, build: Callable[[], Callable[[], object]], paths: dict, notes: list[str]) -> None:
     """``paths[name] = build()``, or a note saying why that path is left out."""
     try:
@@ -92,17 +99,6 @@ def attempt(name: str, build: Callable[[], Callable[[], object]], paths: dict, n
     except Exception as e:  # noqa: BLE001 - one broken path must not cost the others on a lent machine
         notes.append(f"{name}: left out ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
         log(traceback.format_exc())
-
-
-def rows_for(group: str, batch: int, seconds: dict[str, list[float]], reference: str, latency: bool,
-             diffs: dict[str, str]) -> list[Row]:
-    rows = []
-    for name, values in seconds.items():
-        ratio = statistics.median(r / v for r, v in zip(seconds[reference], values))
-        shown = [1e3 * v for v in values] if latency else [1 / v for v in values]
-        rows.append(Row(group, name, str(batch), "ms/img" if latency else "img/s", shown, [], ratio, None,
-                        diffs.get(name, "")))
-    return rows
 
 
 # ------------------------------------------------------------------------------------------------------ inference
@@ -154,7 +150,7 @@ def inference_rows(args, net, x_all: torch.Tensor, device: torch.device) -> tupl
                     notes.append(f"{name} at batch {batch}: left out ({type(e).__name__}: {str(e)[:200]})")
             seconds = timed(paths, device, batch, args.repeats, args.latency_calls if batch == 1 else 1, args.warmup)
         group = f"inference {args.size}x{args.size} ({'latency' if batch == 1 else 'throughput'})"
-        rows += rows_for(group, batch, seconds, "eager fp32 (reference)", batch == 1, diffs)
+        rows += rows_from_timings(group, batch, wall_only(seconds), "eager fp32 (reference)", batch == 1, diffs, {})
     return rows, notes
 
 
@@ -210,7 +206,7 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor, device: 
         if args.compile_train:
             attempt("torch.compile, fp32", lambda: make_step(False, True), paths, notes)
         seconds = timed(paths, device, batch, args.repeats, args.step_calls, args.warmup)
-        rows += rows_for("training, one optimizer step", batch, seconds, "fp32 (reference)", False, {})
+        rows += rows_from_timings("training, one optimizer step", batch, wall_only(seconds), "fp32 (reference)", False, {}, {})
     return rows, notes
 
 
@@ -322,12 +318,7 @@ def write_outputs(args, command: str, device: torch.device, started: float, rows
         "",
     ]
     text = "\n".join(header) + render(rows) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-    if args.json:
-        args.json.write_text(json.dumps({"command": command, "device": device_description(device), "notes": notes,
-                                         "rows": [r.__dict__ for r in rows]}, indent=1), encoding="utf-8")
+    save_report(args, text, {"command": command, "device": device_description(device), "notes": notes}, rows)
     return text
 
 
