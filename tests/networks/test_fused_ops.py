@@ -1,4 +1,5 @@
-"""``EGEUNet(fused_ops=True)``: the same forward bits and the same gradients (float64) as the plain network."""
+"""``EGEUNet(fused_ops=True)`` against the plain network. Its PyTorch compositions (C++ kernels off): the same forward
+bits and the same float64 gradients. Its C++ kernels (``cpu_kernels``): see tests/networks/test_cpu_kernels.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from egeunet_monai.networks import EGEUNet
-from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, fused_ops
+from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, cpu_kernels, fused_ops
+
+
+@pytest.fixture(autouse=True)
+def pytorch_compositions():
+    """These tests hold the PyTorch tier of fused_ops to bit-identity: the C++ kernels are off while they run."""
+    previous = cpu_kernels.set_enabled(False)
+    yield
+    cpu_kernels.set_enabled(previous)
 
 
 def _pair(dtype: torch.dtype = torch.float32) -> tuple[EGEUNet, EGEUNet]:

@@ -20,7 +20,7 @@ class ChannelFirstLayerNorm(nn.Module):
     Args:
         num_channels: number of channels C.
         eps: added to the variance before the square root.
-        fused: on CPU, one autograd node with a hand-written backward (same forward bits; see ``fused_ops``).
+        fused: on CPU, one autograd node with a hand-written backward (see ``fused_ops``).
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-6, fused: bool = False) -> None:
@@ -64,7 +64,7 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
         in_channels: input channels, divisible by 4.
         out_channels: output channels.
         gate_size: (x, y) size of the learnable gates before they are resized to the feature map.
-        fused_ops: use the CPU operators of ``fused_ops`` (same forward bits, faster backward).
+        fused_ops: use the faster CPU operators of ``fused_ops`` (same results up to float rounding).
     """
 
     def __init__(
@@ -148,7 +148,7 @@ class GroupAggregationBridge(nn.Module):
         mask_channels: channels of the side head's prediction (1 in the original).
         dilations: dilation of each group's depth-wise conv.
         kernel_size: kernel size of those convs.
-        fused_ops: use the CPU operators of ``fused_ops`` (same forward bits, faster backward).
+        fused_ops: use the faster CPU operators of ``fused_ops`` (same results up to float rounding).
     """
 
     def __init__(

@@ -62,9 +62,10 @@ class EGEUNet(nn.Module):
         deep_supervision: return the side heads' logits as well in training mode.
         gab_dilations: dilations of the four groups in every bridge.
         fused_ops: on CPU, run max-pooling, bilinear upsampling, the bridges' depth-wise convs and the channel
-            LayerNorms through :mod:`~egeunet_monai.networks.blocks.fused_ops`: the same outputs bit for bit and
-            the same gradients up to float rounding, with faster backward passes (a training option: about 1.2x
-            per CPU training step, see docs/benchmarks.md). Checkpoints are the same either way.
+            LayerNorms through :mod:`~egeunet_monai.networks.blocks.fused_ops`: C++ kernels built on first use
+            (the same outputs and gradients up to float rounding), or without a compiler PyTorch compositions (the
+            same outputs bit for bit, faster backward passes). A training option: about 1.5x per CPU training step
+            with the kernels, 1.2x without (docs/benchmarks.md). Checkpoints are the same either way.
     """
 
     def __init__(

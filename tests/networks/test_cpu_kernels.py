@@ -1,0 +1,142 @@
+"""The C++ CPU kernels behind ``EGEUNet(fused_ops=True)`` (``egeunet_monai/networks/blocks/csrc/fused_cpu.cpp``):
+the same values and gradients as PyTorch's own operators, and a clear fall-back when they cannot be built."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from egeunet_monai.networks import EGEUNet
+from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, cpu_kernels, fused_ops
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels():
+    previous = cpu_kernels.set_enabled(True)
+    if not cpu_kernels.available():
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("the C++ CPU kernels did not build; CI=true requires them (see the warning above)")
+        pytest.skip("the C++ CPU kernels could not be built here (no C++ compiler or ninja?)")
+    yield torch.ops.egeunet_cpu
+    cpu_kernels.set_enabled(previous)
+
+
+def _grads(fn, leaves, grad):
+    y = fn()
+    return y, torch.autograd.grad(y, leaves, grad)
+
+
+def _compare(reference, kernel, leaves, atol_out=1e-12, rtol_grad=1e-11):
+    """Outputs and float64 gradients of ``kernel()`` against ``reference()`` (the plain PyTorch operators)."""
+    torch.manual_seed(3)
+    y = reference()
+    grad = torch.randn_like(y)
+    expected = torch.autograd.grad(y, leaves, grad)
+    cpu_kernels.set_enabled(True)
+    y2, got = _grads(kernel, leaves, grad)
+    torch.testing.assert_close(y2, y, rtol=0, atol=atol_out)
+    for name, g, e in zip(("input", "weight", "bias"), got, expected):
+        torch.testing.assert_close(g, e, rtol=rtol_grad, atol=rtol_grad * e.abs().max().item(), msg=f"{name} gradient")
+
+
+@pytest.mark.parametrize("channels,size", [(5, (33, 47)), (20, (16, 16)), (3, (1, 700))])
+def test_channel_layer_norm(channels, size):
+    norm = ChannelFirstLayerNorm(channels).double()  # the plain module: the original's formula
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, channels, *size, dtype=torch.float64, requires_grad=True)
+    _compare(lambda: norm(x), lambda: fused_ops.channel_layer_norm(x, norm.weight, norm.bias, norm.eps), [x, norm.weight, norm.bias])
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 5, 7])
+@pytest.mark.parametrize("size", [(20, 18), (6, 5)])  # 6 x 5 is smaller than the dilated kernel: padding only
+def test_depthwise_conv(dilation, size):
+    torch.manual_seed(dilation)
+    conv = torch.nn.Conv2d(5, 5, 3, padding=dilation, dilation=dilation, groups=5).double()
+    x = torch.randn(2, 5, *size, dtype=torch.float64, requires_grad=True)
+    _compare(lambda: conv(x), lambda: fused_ops.depthwise_conv3x3(x, conv), [x, conv.weight, conv.bias])
+
+
+def test_depthwise_conv_without_bias():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False).double()
+    x = torch.randn(2, 4, 10, 12, dtype=torch.float64, requires_grad=True)
+    _compare(lambda: conv(x), lambda: fused_ops.depthwise_conv3x3(x, conv), [x, conv.weight])
+
+
+def test_max_pool_values_and_first_maximum_gradient(kernels):
+    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+    x[0, 0, :2, :2] = 1.0  # a 4-way tie
+    x[0, 1, 2:4, 2:4] = torch.tensor([[0.0, 5.0], [5.0, 5.0]], dtype=torch.float64)  # a 3-way tie after position 0
+    x[1, 2, 4:6, 4:6] = torch.tensor([[0.0, float("nan")], [9.0, 1.0]], dtype=torch.float64)  # NaN propagates
+    grad = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected = F.max_pool2d(a, 2, 2)
+    expected.backward(grad)
+    out = fused_ops.max_pool2x2(b)
+    out.backward(grad)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(a.grad, b.grad)
+    _, index = kernels.max_pool2x2_forward(x)
+    assert index.dtype == torch.uint8 and index[0, 0, 0, 0] == 0 and index[0, 1, 1, 1] == 1 and index[1, 2, 2, 2] == 1
+
+
+def test_float32_forward_within_rounding():
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 32, 32) * 30 + 5
+    norm = ChannelFirstLayerNorm(20)
+    cpu_kernels.set_enabled(False)
+    expected = fused_ops.channel_layer_norm(x, norm.weight, norm.bias, norm.eps)
+    cpu_kernels.set_enabled(True)
+    torch.testing.assert_close(fused_ops.channel_layer_norm(x, norm.weight, norm.bias, norm.eps), expected, rtol=0, atol=2e-6)
+
+
+def test_network_with_kernels_matches_the_plain_network():
+    torch.manual_seed(0)
+    plain = EGEUNet().double().train()
+    fused = EGEUNet(fused_ops=True).double().train()
+    fused.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 96, dtype=torch.float64) * 255
+    x[:, :, :24, :24] = 0.0  # a black corner: max-pool windows with ties
+    for net in (plain, fused):
+        outputs = net(x)
+        sum(o.square().mean() * (k + 1) for k, o in enumerate(outputs)).backward()
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters()):
+        gap = ((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30)).item()
+        assert gap < 1e-10, f"{name}: relative gradient gap {gap:.1e}"
+    with torch.no_grad():
+        torch.testing.assert_close(fused.eval()(x), plain.eval()(x), rtol=0, atol=1e-10)
+
+
+def test_bad_input_is_named(kernels):
+    with pytest.raises(RuntimeError, match="channel_layer_norm: expected an N x C x H x W tensor"):
+        kernels.channel_layer_norm_forward(torch.zeros(2, 3, 4), torch.ones(2), torch.zeros(2), 1e-6)
+    with pytest.raises(RuntimeError, match="max_pool2x2: H and W must be even, got 5x4"):
+        kernels.max_pool2x2_forward(torch.zeros(1, 1, 5, 4))
+    with pytest.raises(RuntimeError, match="depthwise3x3: expected a 3 x 1 x 3 x 3 weight"):
+        kernels.depthwise3x3_forward(torch.zeros(1, 3, 8, 8), torch.zeros(3, 1, 5, 5), None, 1)
+    with pytest.raises(RuntimeError, match="expected float32 or float64"):
+        kernels.max_pool2x2_forward(torch.zeros(1, 1, 4, 4, dtype=torch.bfloat16))
+
+
+def test_other_dtypes_run_the_pytorch_operators():
+    x = torch.randn(1, 4, 8, 8).to(torch.bfloat16)
+    assert torch.equal(fused_ops.max_pool2x2(x), F.max_pool2d(x, 2, 2))
+
+
+def test_a_failed_build_warns_and_falls_back(monkeypatch):
+    monkeypatch.setitem(cpu_kernels._state, "loaded", None)
+    monkeypatch.setattr(cpu_kernels, "_extension_name", lambda: "egeunet_cpu_test_failed_build")
+    monkeypatch.setattr(cpu_kernels, "_build_flags", lambda: ["-fno-such-compiler-flag"])
+    with pytest.warns(RuntimeWarning, match="could not build the C.. CPU kernels .*using the slower PyTorch operators"):
+        assert cpu_kernels.available() is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not at every call
+        assert cpu_kernels.available() is False
+        x = torch.randn(1, 2, 4, 4, requires_grad=True)
+        fused_ops.max_pool2x2(x).sum().backward()  # the PyTorch composition
+    assert torch.equal(x.grad.sum((2, 3)), torch.full((1, 2), 4.0))
