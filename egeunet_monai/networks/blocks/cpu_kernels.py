@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def _extension_name() -> str:
     return f"egeunet_cpu_{version}_{torch.backends.cpu.get_cpu_capability().lower()}"
 
 
+def _build_directory(name: str) -> Path:
+    """Where torch.utils.cpp_extension builds it (its own default place), made here so that a stale lock can go."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / "lock"
+    # a build interrupted (Ctrl-C, a killed job) leaves its lock, and torch would wait on it forever; a build
+    # takes well under a minute, so a lock older than ten minutes belongs to no running build
+    if lock.exists() and time.time() - lock.stat().st_mtime > 600:
+        lock.unlink(missing_ok=True)
+    return directory
+
+
 def load() -> bool:
     """Compile (first time) and load the kernels into ``torch.ops.egeunet_cpu``; False if disabled or impossible."""
     if not _state["enabled"]:
@@ -57,7 +71,14 @@ def load() -> bool:
                 from torch.utils.cpp_extension import load as build
 
                 logger.info("egeunet_monai: building the C++ CPU kernels (once, about half a minute)")
-                build(_extension_name(), sources=[str(SOURCE)], extra_cflags=_build_flags(), is_python_module=False)
+                name = _extension_name()
+                build(
+                    name,
+                    sources=[str(SOURCE)],
+                    extra_cflags=_build_flags(),
+                    build_directory=str(_build_directory(name)),
+                    is_python_module=False,
+                )
                 _state["loaded"] = True
             except Exception as e:  # no compiler, no ninja, read-only cache: the PyTorch compositions still work
                 warnings.warn(
