@@ -68,6 +68,16 @@ def test_depthwise_conv_without_bias():
     _compare(lambda: conv(x), lambda: fused_ops.depthwise_conv3x3(x, conv), [x, conv.weight])
 
 
+@pytest.mark.parametrize("groups,channels", [(4, 8), (4, 24), (1, 3)])
+def test_group_norm_backward(groups, channels):
+    norm = torch.nn.GroupNorm(groups, channels).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (torch.randn(3, channels, 19, 26, dtype=torch.float64) * 4 + 2).requires_grad_()
+    _compare(lambda: norm(x), lambda: fused_ops.group_norm(x, norm), [x, norm.weight, norm.bias], atol_out=0)
+
+
 def test_max_pool_values_and_first_maximum_gradient(kernels):
     x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
     x[0, 0, :2, :2] = 1.0  # a 4-way tie

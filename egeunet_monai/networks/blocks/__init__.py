@@ -1,4 +1,4 @@
 from . import fused_ops
-from .egeunet_blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
+from .egeunet_blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention, GroupNorm
 
-__all__ = ["ChannelFirstLayerNorm", "GroupAggregationBridge", "GroupedMultiAxisHadamardAttention", "fused_ops"]
+__all__ = ["ChannelFirstLayerNorm", "GroupAggregationBridge", "GroupNorm", "GroupedMultiAxisHadamardAttention", "fused_ops"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from egeunet_monai.networks.blocks import fused_ops
 
-__all__ = ["ChannelFirstLayerNorm", "GroupedMultiAxisHadamardAttention", "GroupAggregationBridge"]
+__all__ = ["ChannelFirstLayerNorm", "GroupNorm", "GroupedMultiAxisHadamardAttention", "GroupAggregationBridge"]
 
 
 class ChannelFirstLayerNorm(nn.Module):
@@ -44,6 +44,29 @@ class ChannelFirstLayerNorm(nn.Module):
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state dict) whose backward can run in ``fused_ops``' C++ kernel.
+
+    Args:
+        num_groups, num_channels, eps, affine: as ``nn.GroupNorm``.
+        fused: on CPU, with the C++ kernels built, the backward in one kernel (the forward is PyTorch's).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, fused: bool = False):
+        super().__init__(num_groups, num_channels, eps, affine)
+        self.fused = fused
+
+    @torch.jit.unused
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_ops.group_norm(x, self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            if self.fused and fused_ops.use_fused_ops(x):
+                return self._fused_forward(x)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)  # nn.GroupNorm.forward
 
 
 def _depthwise_gate_mixer(channels: int, conv: type[nn.Module]) -> nn.Sequential:

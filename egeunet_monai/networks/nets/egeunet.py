@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
-from egeunet_monai.networks.blocks import GroupAggregationBridge, GroupedMultiAxisHadamardAttention, fused_ops as ops
+from egeunet_monai.networks.blocks import GroupAggregationBridge, GroupedMultiAxisHadamardAttention, GroupNorm
+from egeunet_monai.networks.blocks import fused_ops as ops
 
 __all__ = ["EGEUNet", "EgeUNet", "check_input_shape"]
 
@@ -94,7 +95,7 @@ class EGEUNet(nn.Module):
         self.encoder5 = GroupedMultiAxisHadamardAttention(c[3], c[4], fused_ops=fused_ops)
         self.encoder6 = GroupedMultiAxisHadamardAttention(c[4], c[5], fused_ops=fused_ops)
         self.encoder_norm1, self.encoder_norm2, self.encoder_norm3, self.encoder_norm4, self.encoder_norm5 = (
-            nn.GroupNorm(4, c[i]) for i in range(5)
+            GroupNorm(4, c[i], fused=fused_ops) for i in range(5)
         )
 
         # bridge{i} merges the deeper level's feature into the level-i skip (c[i-1] channels)
@@ -111,7 +112,7 @@ class EGEUNet(nn.Module):
         self.decoder2 = _conv3x3(c[2], c[1])
         self.decoder1 = _conv3x3(c[1], c[0])
         self.decoder_norm1, self.decoder_norm2, self.decoder_norm3, self.decoder_norm4, self.decoder_norm5 = (
-            nn.GroupNorm(4, c[i]) for i in range(5)
+            GroupNorm(4, c[i], fused=fused_ops) for i in range(5)
         )
         self.final_conv = nn.Conv2d(c[0], out_channels, 1)
         self.apply(self._init_weights)
