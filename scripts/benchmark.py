@@ -366,13 +366,14 @@ def inference_rows(args, net, x_all: torch.Tensor, tmp: Path) -> tuple[list[Row]
 def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[list[Row], list[str]]:
     from egeunet_monai.losses import EGEUNetLoss
     from egeunet_monai.networks import EGEUNet
+    from egeunet_monai.networks.blocks import cpu_kernels
 
     batch = args.train_batch
     x, y = x_all[:batch].contiguous(), y_all[:batch].contiguous()
     loss_fn = EGEUNetLoss()
     messages = []
 
-    def make(channels_last=False, amp=False, compile_=False, fused=False):
+    def make(channels_last=False, amp=False, compile_=False, fused=False, kernels=True):
         if fused:  # what configs/train.json builds: same weights, fused CPU operators, fused AdamW
             net = EGEUNet(fused_ops=True)
             net.load_state_dict(net0.state_dict())
@@ -386,12 +387,14 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
         xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
         def step():
+            previous = cpu_kernels.set_enabled(kernels)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 outs = model(xx)
             loss = loss_fn([o.float() for o in outs], y)
             loss.backward()
             opt.step()
+            cpu_kernels.set_enabled(previous)
             return loss
 
         return step
@@ -412,6 +415,7 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
 
     fns = {
         "eager fp32 (reference)": make(),
+        "fused_ops without its C++ kernels + fused AdamW": make(fused=True, kernels=False),
         "fused_ops + fused AdamW": make(fused=True),
     }
     if args.threads >= 2:
@@ -435,9 +439,50 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
     return rows, messages
 
 
+def kernel_rows(args) -> tuple[list[Row], list[str]]:
+    """Each operator of ``fused_ops`` forward + backward at the shapes of one SplitBatchIteration half (4 images):
+    its PyTorch composition (the C++ kernels off) against its C++ kernel, interleaved."""
+    from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupNorm, cpu_kernels, fused_ops
+
+    if not cpu_kernels.available():
+        return [], ["kernel rows skipped: the C++ CPU kernels did not build here"]
+    n = 4
+    g = torch.Generator().manual_seed(0)
+    conv = {d: torch.nn.Conv2d(5, 5, 3, padding=d, dilation=d, groups=5) for d in (1, 2, 5, 7)}
+    ops: dict[str, tuple[Callable, list[int]]] = {
+        "channel LayerNorm, 5 ch, 128x128 (bridge 1 groups)": (ChannelFirstLayerNorm(5, fused=True), [n, 5, 128, 128]),
+        "channel LayerNorm, 20 ch, 128x128 (bridge 1 tail)": (ChannelFirstLayerNorm(20, fused=True), [n, 20, 128, 128]),
+        **{
+            f"3x3 depth-wise conv, dilation {d}, 5 ch, 128x128": ((lambda c: lambda t: fused_ops.depthwise_conv3x3(t, c))(c), [n, 5, 128, 128])
+            for d, c in conv.items()
+        },
+        "2x2 max-pool, 8 ch, 256x256 (encoder 1)": (fused_ops.max_pool2x2, [n, 8, 256, 256]),
+        "GroupNorm(4, 8), 256x256 (encoder 1)": (GroupNorm(4, 8, fused=True), [n, 8, 256, 256]),
+    }  # fmt: skip
+    rows = []
+    group = f"fused_ops operators, forward + backward (one thread's share of a batch-8 step: {n} images)"
+    for name, (fn, shape) in ops.items():
+        x = torch.randn(*shape, generator=g)
+        grad = torch.randn_like(fn(x))
+
+        def run(kernels: bool, fn=fn, x=x, grad=grad):
+            previous = cpu_kernels.set_enabled(kernels)
+            try:
+                leaf = x.detach().requires_grad_()
+                fn(leaf).backward(grad)
+            finally:
+                cpu_kernels.set_enabled(previous)
+
+        fns = {f"{name}: PyTorch composition": lambda run=run: run(False), f"{name}: C++ kernel": lambda run=run: run(True)}
+        timings = interleaved(fns, images=n, repeats=max(args.repeats, 5), calls=3, warmup=1)
+        rows += rows_from_timings(group, n, timings, f"{name}: PyTorch composition", True, {}, {})
+    return rows, []
+
+
 # ---------------------------------------------------------------------------------------- bundle (child processes)
 def _child_train(opts: dict) -> dict:
-    """Build configs/train.json's train#dataloader, network, loss and optimizer with ConfigParser and time them."""
+    """Build configs/train.json's train#dataloader, prepare_batch, network, loss and optimizer with ConfigParser
+    and time them."""
     from monai.bundle import ConfigParser
 
     torch.set_num_threads(opts["threads"])
@@ -465,6 +510,8 @@ def _child_train(opts: dict) -> dict:
     net = parser.get_parsed_content("network")
     loss_fn = parser.get_parsed_content("loss")
     opt = parser.get_parsed_content("optimizer")
+    # the trainer's prepare_batch: with augment_on_device (the default) the flips and rotation happen here
+    prepare = parser.get_parsed_content("train#prepare_batch")
     net.train()
 
     def children_cpu() -> float:
@@ -477,8 +524,8 @@ def _child_train(opts: dict) -> dict:
         result.setdefault("batch_seconds", [])
         t_prev, c_prev = time.perf_counter(), time.process_time() + children_cpu()
         for i, batch in enumerate(loader):
+            images, labels = prepare(batch, torch.device("cpu"))
             if step:
-                images, labels = batch["image"], batch["label"]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(net(images), labels)
                 loss.backward()
@@ -610,10 +657,12 @@ def bundle_train_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
 EPOCH_LINE = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
 
 
-def run_bundle_training(args, tmp: Path, ranks: int, batch: int, workers: int, extra: list[str]) -> tuple[list[float], str]:
+def run_bundle_training(
+    args, tmp: Path, ranks: int, batch: int, workers: int, extra: list[str], env_extra: dict[str, str] | None = None
+) -> tuple[list[float], str]:
     """``python -m monai.bundle run training`` (``torchrun`` with multi_gpu_train.json for ranks > 1) on a subset
     of the real images, no validation; returns Ignite's epoch times (the slowest rank's) and the command."""
-    out = tmp / f"trainer_{ranks}x{batch}_w{workers}_{len(extra)}"
+    out = tmp / f"trainer_{ranks}x{batch}_w{workers}_{len(extra)}_{len(env_extra or {})}"
     configs = "configs/train.json" if ranks == 1 else "['configs/train.json','configs/multi_gpu_train.json']"
     launcher = (
         [sys.executable, "-m", "monai.bundle"]
@@ -626,7 +675,7 @@ def run_bundle_training(args, tmp: Path, ranks: int, batch: int, workers: int, e
         f"--train#dataset#data", f"$@datalists['training'][:{args.train_images}]", "--train#dataset#progress", "False",
     ]  # fmt: skip
     cmd = launcher + ["run", "training", "--config_file", configs, "--bundle_root", str(out)] + overrides + extra
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(max(1, args.threads // ranks)))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(max(1, args.threads // ranks)), **(env_extra or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout, cwd=str(REPO_ROOT), env=env)
     epochs: dict[int, float] = {}
     for m in EPOCH_LINE.finditer(proc.stdout + proc.stderr):
@@ -634,7 +683,8 @@ def run_bundle_training(args, tmp: Path, ranks: int, batch: int, workers: int, e
         epochs[int(m.group(1))] = max(seconds, epochs.get(int(m.group(1)), 0.0))
     if proc.returncode or len(epochs) < args.trainer_epochs:
         raise RuntimeError(f"bundle training failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
-    shown = ["python -m monai.bundle" if ranks == 1 else f"torchrun --nproc_per_node={ranks} -m monai.bundle"]
+    shown = [f"{k}={v}" for k, v in (env_extra or {}).items()]
+    shown += ["python -m monai.bundle" if ranks == 1 else f"torchrun --nproc_per_node={ranks} -m monai.bundle"]
     shown += ["run training --config_file", f'"{configs}"' if ranks > 1 else configs, "--batch_size", str(batch)]
     shown += ["--num_workers", str(workers)] + extra
     return [epochs[k] for k in sorted(epochs)], " ".join(shown)
@@ -648,31 +698,32 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
         return [], [f"bundle trainer rows skipped: no real data at {args.train_dir}"]
     group = f"training end to end, the bundle's trainer ({args.train_images} real images, epochs 2-{args.trainer_epochs})"
     unsplit = ["--split_batch_workers", "1"]
-    on_device = ["--augment_on_device", "true"]  # the GPU default: RandFlipRotateBatch in prepare_batch
+    per_sample = ["--augment_on_device", "false"]  # MONAI's RandFlipd/RandRotated in the loader's workers
+    no_kernels = {"EGEUNET_CPU_KERNELS": "0"}  # fused_ops' PyTorch compositions (before the C++ kernels)
     variants = [
-        ("1 process, plain ops (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"] + unsplit),
-        ("1 process, fused_ops, batch not split", 1, 8, 2, unsplit),
-        ("1 process (configs/train.json as shipped: fused_ops, batch split over 2 threads)", 1, 8, 2, []),
-        ("1 process, augmentation batched in the trainer (--augment_on_device true), loader num_workers 2", 1, 8, 2, on_device),
-        ("1 process, augmentation batched in the trainer (--augment_on_device true), loader num_workers 0", 1, 8, 0, on_device),
-        ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, []),
-        ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, []),
+        ("1 process, plain ops, per-sample augmentation (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"] + unsplit + per_sample, {}),
+        ("1 process, fused_ops without its C++ kernels, batch split over 2 threads, per-sample augmentation (2026-11-29)", 1, 8, 2, per_sample, no_kernels),
+        ("1 process, fused_ops with C++ kernels, batch split over 2 threads, per-sample augmentation", 1, 8, 2, per_sample, {}),
+        ("1 process (configs/train.json as shipped: C++ kernels, batch split over 2 threads, batch augmentation)", 1, 8, 2, [], {}),
+        ("1 process, as shipped with loader num_workers 0", 1, 8, 0, [], {}),
+        ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, [], {}),
+        ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, [], {}),
     ]  # fmt: skip
     if args.quick:  # one run of each kind: one process as shipped, the batched augmentation, torchrun
-        variants = [variants[i] for i in (2, 4, 5)]
+        variants = [variants[i] for i in (3, 4, 5)]
     messages = [f"'{v[0]}' skipped: --threads {args.threads}" for v in variants if v[1] > args.threads]
     variants = [v for v in variants if v[1] <= args.threads]
     rates: dict[str, list[float]] = {v[0]: [] for v in variants}
     commands: dict[str, str] = {}
     for r in range(args.trainer_repeats):
-        for label, ranks, batch, workers, extra in rotated(variants, r):
+        for label, ranks, batch, workers, extra, env_extra in rotated(variants, r):
             log(f"bundle trainer: {label} (repeat {r + 1})")
             (tmp / f"r{r}").mkdir(exist_ok=True)
-            times, commands[label] = run_bundle_training(args, tmp / f"r{r}", ranks, batch, workers, extra)
+            times, commands[label] = run_bundle_training(args, tmp / f"r{r}", ranks, batch, workers, extra, env_extra)
             rates[label] += [args.train_images / t for t in times[1:]]
     rows = []
     reference = statistics.median(rates[variants[0][0]]) if variants else None
-    for label, ranks, batch, _, _ in variants:
+    for label, ranks, batch, *_ in variants:
         rate = statistics.median(rates[label])
         rows.append(
             Row(group, label, str(batch * ranks), "img/s", rates[label], [], ratio=rate / reference,
@@ -840,7 +891,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0]
         + " Groups: inference (batch 1/8/64, eager, channels-last, optimize_for_inference, TorchScript, ONNX Runtime,"
-        " bf16), training step, training end to end through configs/train.json, inference end to end through"
+        " bf16), training step, the fused_ops operators with and without their C++ kernels, training end to end through configs/train.json, inference end to end through"
         " configs/inference.json, size (parameters, multiply-adds) and the bound they imply.",
         epilog="Every ratio is against the eager network measured in the same run. See docs/benchmarks.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -870,7 +921,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--skip",
         nargs="+",
         default=[],
-        choices=["inference", "training", "bundle-train", "bundle-trainer", "bundle-infer", "size"],
+        choices=["inference", "training", "kernels", "bundle-train", "bundle-trainer", "bundle-infer", "size"],
         help="groups to leave out",
     )
     p.add_argument(
@@ -923,6 +974,7 @@ def main(argv=None) -> int:
         groups = [
             ("inference", lambda: inference_rows(args, net, x_all, tmp)),
             ("training", lambda: training_rows(args, net, x_all, y_all)),
+            ("kernels", lambda: kernel_rows(args)),
             ("bundle-train", lambda: bundle_train_rows(args, tmp)),
             ("bundle-trainer", lambda: bundle_trainer_rows(args, tmp)),
             ("bundle-infer", lambda: bundle_infer_rows(args, net, tmp)),

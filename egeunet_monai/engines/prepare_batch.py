@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,9 +20,24 @@ class PrepareBatchAugmented(PrepareBatch):
 
     Args:
         augmentation: called with the image and label batches, returns them augmented.
+        replaces: the per-sample random transforms it stands in for (``train#random_transforms``); when given, an
+            ``augmentation`` with a ``differences(transforms)`` method must reproduce them, else a ``ValueError``
+            says what differs (so that an edited ``random_transforms`` is never silently ignored).
     """
 
-    def __init__(self, augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(
+        self,
+        augmentation: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        replaces: Sequence[Callable] | None = None,
+    ) -> None:
+        if replaces is not None and hasattr(augmentation, "differences"):
+            found = augmentation.differences(replaces)
+            if found:
+                raise ValueError(
+                    "augment_on_device: the batch augmentation would replace train#random_transforms, which it does "
+                    "not reproduce:\n  - " + "\n  - ".join(found) + "\nPass --augment_on_device false to run "
+                    "train#random_transforms per sample in the loader, or change flip_prob/rotate_prob/rotate_range."
+                )
         self.augmentation = augmentation
 
     def __call__(

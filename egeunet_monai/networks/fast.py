@@ -19,8 +19,11 @@ rounding of ``net.eval()(images)`` (about 1e-6 on probabilities with trained wei
   at a time, so that what one stage writes is still in cache when the next reads it and the tensors stay small
   enough for the allocator to reuse them instead of page-faulting fresh memory (bit-identical; the largest single
   gain at batch 8 and above);
-- the depth-wise convolutions of GAB with dilations 5 and 7 (off the fast kernels of oneDNN) are nine shifted
-  multiply-adds; its four group LayerNorms run as one grouped normalisation after one concatenation.
+- the channel LayerNorms (with their affine, where it is not folded) and GAB's depth-wise convolutions run in the
+  C++ kernels of :mod:`~egeunet_monai.networks.blocks.cpu_kernels` (one pass over cache-sized blocks; oneDNN runs
+  the dilation 5 and 7 convolutions on a slow reference path). Where those kernels cannot be built, the dilated
+  convolutions are nine shifted multiply-adds and GAB's four group LayerNorms one grouped normalisation after one
+  concatenation.
 
 With ``workers=2`` or more, a batch is split into that many parts run concurrently, each on its own thread with
 one intra-op thread: on a small multi-core CPU this uses the cores better than PyTorch's per-operator parallelism,
@@ -39,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
+from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention, cpu_kernels
 from egeunet_monai.networks.nets import EGEUNet
 from egeunet_monai.networks.nets.egeunet import check_input_shape
 from egeunet_monai.threads import ThreadPoolOwner
@@ -57,6 +60,22 @@ def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(bias[:, None, None], x, weight[:, None, None])
+
+
+def _kernels(x: torch.Tensor) -> bool:
+    """Whether the C++ CPU kernels run for ``x`` (a float32/float64 CPU tensor, kernels built)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
+
+
+def _layer_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+    """Channel LayerNorm of N x C x H x W, with an affine if given: one C++ kernel where it is built."""
+    if _kernels(x):
+        c = x.shape[1]
+        weight = torch.ones(c, dtype=x.dtype) if weight is None else weight
+        bias = torch.zeros(c, dtype=x.dtype) if bias is None else bias
+        return torch.ops.egeunet_cpu.channel_layer_norm_forward(x, weight, bias, eps)[0]
+    y = _normalize(x, eps)
+    return y if weight is None else _affine(y, weight, bias)
 
 
 def _maxpool2(x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +128,8 @@ class _DepthwiseConv(nn.Module):
             raise ValueError("expected a 3x3 depth-wise conv with padding equal to its dilation")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _kernels(x):
+            return torch.ops.egeunet_cpu.depthwise3x3_forward(x, self.conv.weight, self.conv.bias, self.dilation)
         if x.device.type != "cpu" or self.dilation <= 2:
             return self.conv(x)
         height, width = x.shape[2], x.shape[3]
@@ -160,13 +181,13 @@ class _FastGHPA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a1, c1, a2, c2, a3, c3 = self._folded_gates(x)
-        x = _normalize(x, self.eps1)
+        x = _layer_norm(x, self.eps1)
         x1, x2, x3, x4 = torch.chunk(x, 4, dim=1)
         dw = self.block.dw
         x4 = dw[2](dw[1](F.conv2d(x4, self.dw0_weight, self.dw0_bias)))
         x = torch.cat([torch.addcmul(c1, x1, a1), torch.addcmul(c2, x2, a2), torch.addcmul(c3, x3, a3), x4], dim=1)
         norm2 = self.block.norm2
-        return self.block.ldw(_affine(_normalize(x, self.eps2), norm2.weight, norm2.bias))
+        return self.block.ldw(_layer_norm(x, self.eps2, norm2.weight, norm2.bias))
 
 
 def _slice_norm(norm: ChannelFirstLayerNorm, start: int, stop: int) -> ChannelFirstLayerNorm:
@@ -200,6 +221,21 @@ class _FastGAB(nn.Module):
         xh = _up(xh, [int(xl.shape[2]), int(xl.shape[3])])
         xh_groups = torch.chunk(xh, 4, dim=1)
         xl_groups = torch.chunk(xl, 4, dim=1)
+        tail = self.tail_eps
+        if _kernels(xl):  # each group's LayerNorm with its affine, then its conv: one kernel each
+            g = self.group_weight.shape[0] // 4
+            outs = [
+                self.groups[i](
+                    _layer_norm(
+                        torch.cat((xh_groups[i], xl_groups[i], mask), dim=1),
+                        self.group_eps,
+                        self.group_weight[i * g : (i + 1) * g],
+                        self.group_bias[i * g : (i + 1) * g],
+                    )
+                )
+                for i in range(4)
+            ]
+            return F.conv2d(_layer_norm(torch.cat(outs, dim=1), tail), self.tail_weight, self.tail_bias)
         # one concatenation and one grouped LayerNorm for the four groups instead of four of each
         parts: list[torch.Tensor] = []
         for i in range(4):

@@ -49,6 +49,40 @@ class RandFlipRotateBatch:
         self._image_sampler = AffineTransform(normalized=True, mode="bilinear", padding_mode="zeros", align_corners=False)
         self._mask_sampler = AffineTransform(normalized=True, mode="nearest", padding_mode="zeros", align_corners=False)
 
+    def differences(self, transforms) -> list[str]:
+        """How the per-sample ``transforms`` (configs/train.json's ``train#random_transforms``) differ from what this
+        batch augmentation does: empty when it reproduces them (a ``RandFlipd`` on each spatial axis with
+        ``flip_prob``, a ``RandRotated`` over ``rotate_range`` with ``rotate_prob``), else one line per difference."""
+        from monai.transforms import RandFlipd, RandRotated
+
+        found: list[str] = []
+        axes: set[int] = set()
+        rotations = 0
+        for t in transforms:
+            if isinstance(t, RandFlipd):
+                axis = t.flipper.spatial_axis
+                axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+                if axis not in (0, 1) or axis in axes:
+                    found.append(f"RandFlipd(spatial_axis={axis}): the batch augmentation flips axes 0 and 1 once each")
+                else:
+                    axes.add(int(axis))
+                if not math.isclose(t.prob, self.flip_prob):
+                    found.append(f"RandFlipd(prob={t.prob}) but flip_prob={self.flip_prob}")
+            elif isinstance(t, RandRotated):
+                rotations += 1
+                low, high = t.rand_rotate.range_x
+                if not (math.isclose(-low, self.rotate_range) and math.isclose(high, self.rotate_range)):
+                    found.append(f"RandRotated(range_x=({low}, {high})) but rotate_range={self.rotate_range}")
+                if not math.isclose(t.prob, self.rotate_prob):
+                    found.append(f"RandRotated(prob={t.prob}) but rotate_prob={self.rotate_prob}")
+            else:
+                found.append(f"{type(t).__name__}: not something the batch augmentation does")
+        if axes != {0, 1} and self.flip_prob > 0:
+            found.append(f"flips on spatial axes {sorted(axes)}, the batch augmentation flips axes 0 and 1")
+        if rotations > 1 or (rotations == 0 and self.rotate_prob > 0):
+            found.append(f"{rotations} RandRotated, the batch augmentation rotates once (rotate_prob={self.rotate_prob})")
+        return found
+
     def _rng(self) -> torch.Generator:
         if self._generator is None:  # seeded at first use: torch.distributed is initialised by then
             rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0

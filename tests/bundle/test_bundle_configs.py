@@ -78,9 +78,10 @@ def _train_parser(**overrides):
 
 
 def test_augment_on_device_switches_between_the_two_augmentation_paths():
-    """``--augment_on_device true`` (the string fire passes) moves the flips and rotation from the loader's
-    per-sample transforms to the trainer's prepare_batch, with the same probabilities; ``false`` and the CPU
-    default keep them in the loader. A misspelt value is refused, naming the option."""
+    """``augment_on_device`` (the default, on any device; also as the string "true" fire passes) moves the flips and
+    rotation from the loader's per-sample transforms to the trainer's prepare_batch, with the same probabilities;
+    ``false`` keeps them in the loader. A misspelt value is refused, naming the option; per-sample transforms the
+    batch augmentation does not reproduce are refused too, saying what differs and what to pass."""
     from monai.transforms import RandFlipd, RandRotated
 
     from egeunet_monai.engines import PrepareBatchAugmented
@@ -89,13 +90,20 @@ def test_augment_on_device_switches_between_the_two_augmentation_paths():
         return [t for t in parser.get_parsed_content("train#preprocessing").transforms if isinstance(t, (RandFlipd, RandRotated))]
 
     assert _train_parser(device="cuda:0").get_parsed_content("augmenting_on_device") is True  # no GPU needed to parse
-    on = _train_parser(augment_on_device="true", flip_prob=0.25)
-    prepare = on.get_parsed_content("train#prepare_batch")
-    assert isinstance(prepare, PrepareBatchAugmented) and random_transforms(on) == []
-    assert (prepare.augmentation.flip_prob, prepare.augmentation.rotate_prob) == (0.25, 0.5)
-    assert prepare.augmentation.rotate_range == on.get_parsed_content("rotate_range")
-    # the default on a CPU machine; MONAI Label's train task passes the device as a string
-    for parser in (_train_parser(augment_on_device="false"), _train_parser(), _train_parser(device="cpu")):
+    # MONAI Label's train task passes the device as a string
+    for on in (_train_parser(augment_on_device="true", flip_prob=0.25), _train_parser(flip_prob=0.25, device="cpu")):
+        prepare = on.get_parsed_content("train#prepare_batch")
+        assert isinstance(prepare, PrepareBatchAugmented) and random_transforms(on) == []
+        assert (prepare.augmentation.flip_prob, prepare.augmentation.rotate_prob) == (0.25, 0.5)
+        assert prepare.augmentation.rotate_range == on.get_parsed_content("rotate_range")
+    edited = _train_parser(**{"train#random_transforms#2#prob": 0.1})  # edited without turning the batched path off
+    with pytest.raises(RuntimeError) as failure:
+        edited.get_parsed_content("train#prepare_batch")
+    message = str(failure.value.__cause__)
+    assert "RandRotated(prob=0.1) but rotate_prob=0.5" in message and "--augment_on_device false" in message
+    edited["augment_on_device"] = "false"
+    assert not isinstance(edited.get_parsed_content("train#prepare_batch"), PrepareBatchAugmented)
+    for parser in (_train_parser(augment_on_device="false"), _train_parser(augment_on_device=False, device="cpu")):
         assert not isinstance(parser.get_parsed_content("train#prepare_batch"), PrepareBatchAugmented)
         assert [type(t).__name__ for t in random_transforms(parser)] == ["RandFlipd", "RandFlipd", "RandRotated"]
     with pytest.raises(RuntimeError) as failure:  # MONAI's "Failed to evaluate" error, raised from ours

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from egeunet_monai.networks import EGEUNet, load_original_state_dict
+from egeunet_monai.networks.blocks import cpu_kernels
 from egeunet_monai.networks.fast import EGEUNetInference, _DepthwiseConv, _maxpool2, optimize_for_inference
 from tests.conftest import require_shared_data, require_shared_reference
 
@@ -40,8 +41,19 @@ def _prob_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (torch.sigmoid(a) - torch.sigmoid(b)).abs().max().item()
 
 
+@pytest.fixture(params=["C++ kernels", "PyTorch operators"])
+def tier(request):
+    """The fast path with the C++ CPU kernels (where they build) and without them (their fall-back)."""
+    kernels = request.param == "C++ kernels"
+    if kernels and not cpu_kernels.available():
+        pytest.skip("the C++ CPU kernels could not be built here (tests/networks/test_cpu_kernels.py says why)")
+    previous = cpu_kernels.set_enabled(kernels)
+    yield request.param
+    cpu_kernels.set_enabled(previous)
+
+
 @pytest.mark.parametrize("shape", [(2, 256, 256), (1, 192, 320), (1, 64, 64)])
-def test_optimize_for_inference_matches_eager(trained, shape):
+def test_optimize_for_inference_matches_eager(trained, shape, tier):
     fast = optimize_for_inference(trained)
     x = _images(*shape)
     with torch.no_grad():
@@ -52,7 +64,7 @@ def test_optimize_for_inference_matches_eager(trained, shape):
     assert (got - eager).abs().max().item() <= 1e-4  # logits: float32 rounding of another operation order
 
 
-def test_optimize_for_inference_matches_eager_on_real_photographs(trained):
+def test_optimize_for_inference_matches_eager_on_real_photographs(trained, tier):
     try:
         folder = require_shared_data("isic2017_train_256", "images")
     except pytest.skip.Exception:
@@ -97,7 +109,7 @@ def test_workers_split_the_batch_and_keep_the_callers_threads(trained):
         assert fast(x[:2]).shape == (2, 1, 256, 256)  # one part: no threads needed
 
 
-def test_fast_building_blocks_are_exact():
+def test_fast_building_blocks_are_exact(tier):
     x = torch.randn(2, 5, 64, 96)
     assert torch.equal(_maxpool2(x), torch.nn.functional.max_pool2d(x, 2, 2))
     for d in (1, 2, 5, 7):

@@ -40,7 +40,7 @@ def test_quick_benchmark_measures_every_group(shared_data_dir: Path, tmp_path: P
 
     groups = {r["group"].split(" (")[0].split(",")[0] for r in rows}
     assert {"inference 256x256 latency", "inference 256x256 throughput", "training step", "training end to end",
-            "inference end to end", "size", "bound"} <= groups, groups  # fmt: skip
+            "inference end to end", "size", "bound", "fused_ops operators"} <= groups, groups  # fmt: skip
 
     timed = [r for r in rows if r["values"] and r["unit"] in ("ms/img", "img/s")]
     assert len(timed) >= 20

@@ -91,3 +91,26 @@ def test_prepare_batch_moves_then_augments_a_dictionary_batch():
     assert torch.equal(out_image, image.flip(2, 3)) and torch.equal(out_label, label.flip(2, 3))
     with pytest.raises(ValueError, match="needs batches with a label"):
         prepare({"image": image}, torch.device("cpu"))
+
+
+def test_differences_name_what_the_batch_augmentation_would_not_reproduce():
+    from monai.transforms import RandFlipd, RandGaussianNoised, RandRotated
+
+    keys = ["image", "label"]
+    stock = [
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+        RandRotated(keys=keys, range_x=math.pi, prob=0.5, mode=["bilinear", "nearest"]),
+    ]
+    augmentation = RandFlipRotateBatch(flip_prob=0.5, rotate_prob=0.5, rotate_range=math.pi)
+    assert augmentation.differences(stock) == []
+    found = augmentation.differences(stock[1:] + [RandGaussianNoised(keys="image")])
+    assert found == [
+        "RandGaussianNoised: not something the batch augmentation does",
+        "flips on spatial axes [1], the batch augmentation flips axes 0 and 1",
+    ]
+    assert augmentation.differences(stock[:2] + [RandRotated(keys=keys, range_x=0.3, prob=0.5)]) == [
+        f"RandRotated(range_x=(-0.3, 0.3)) but rotate_range={math.pi}"
+    ]
+    assert "2 RandRotated" in augmentation.differences(stock + stock[2:])[0]
+    assert RandFlipRotateBatch(flip_prob=0.0, rotate_prob=0.0).differences([]) == []
