@@ -440,8 +440,8 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
 
 
 def kernel_rows(args) -> tuple[list[Row], list[str]]:
-    """Each operator of ``fused_ops`` forward + backward at the shapes of one SplitBatchIteration half (4 images):
-    its PyTorch composition (the C++ kernels off) against its C++ kernel, interleaved."""
+    """Each operator of ``fused_ops`` forward + backward at the shapes of one SplitBatchIteration half (4 images) and
+    on one thread, as that half runs: its PyTorch composition (the C++ kernels off) against its C++ kernel."""
     from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupNorm, cpu_kernels, fused_ops
 
     if not cpu_kernels.available():
@@ -460,7 +460,9 @@ def kernel_rows(args) -> tuple[list[Row], list[str]]:
         "GroupNorm(4, 8), 256x256 (encoder 1)": (GroupNorm(4, 8, fused=True), [n, 8, 256, 256]),
     }  # fmt: skip
     rows = []
-    group = f"fused_ops operators, forward + backward (one thread's share of a batch-8 step: {n} images)"
+    group = f"fused_ops operators, forward + backward (one thread, one half of a split batch-8 step: {n} images)"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for name, (fn, shape) in ops.items():
         x = torch.randn(*shape, generator=g)
         grad = torch.randn_like(fn(x))
@@ -474,8 +476,9 @@ def kernel_rows(args) -> tuple[list[Row], list[str]]:
                 cpu_kernels.set_enabled(previous)
 
         fns = {f"{name}: PyTorch composition": lambda run=run: run(False), f"{name}: C++ kernel": lambda run=run: run(True)}
-        timings = interleaved(fns, images=n, repeats=max(args.repeats, 5), calls=3, warmup=1)
+        timings = interleaved(fns, images=n, repeats=max(args.repeats, 9), calls=3, warmup=1)
         rows += rows_from_timings(group, n, timings, f"{name}: PyTorch composition", True, {}, {})
+    torch.set_num_threads(threads)
     return rows, []
 
 

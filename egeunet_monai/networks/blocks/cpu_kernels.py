@@ -35,7 +35,8 @@ def _build_flags() -> list[str]:
     # vector instructions only where PyTorch itself found them on this CPU; the build is named after them (and the
     # torch version: the C++ ABI changes between releases), so a cache shared between machines never mixes builds
     capability = torch.backends.cpu.get_cpu_capability()
-    flags = ["-O3"]
+    # at::parallel_for is an OpenMP pragma in PyTorch's headers: without -fopenmp the kernels would run on one thread
+    flags = ["-O3"] + (["-fopenmp"] if torch.backends.openmp.is_available() else [])
     if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
     return flags
