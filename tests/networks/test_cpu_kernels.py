@@ -161,3 +161,28 @@ def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
     os.utime(lock, (lock.stat().st_atime, lock.stat().st_mtime - 3600))
     cpu_kernels._build_directory("name")
     assert not lock.exists()
+
+
+def test_kernels_keep_the_calling_threads_intra_op_count():
+    """SplitBatchIteration's workers compute with one intra-op thread each; a kernel must not reset that (a build
+    through at::parallel_for with OpenMP did, on each thread's first call: the split step ran 1.6x slower)."""
+    from egeunet_monai.threads import intra_op_thread_pool
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    pool = intra_op_thread_pool(1, 1, "kernel-test")
+    try:
+
+        def work() -> int:
+            x = torch.randn(2, 8, 32, 32, requires_grad=True)
+            norm = ChannelFirstLayerNorm(8, fused=True)
+            conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+            y = fused_ops.max_pool2x2(fused_ops.depthwise_conv3x3(norm(x), conv))
+            fused_ops.group_norm(y, torch.nn.GroupNorm(4, 8)).sum().backward()
+            return torch.get_num_threads()
+
+        assert pool.submit(work).result() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(threads)
