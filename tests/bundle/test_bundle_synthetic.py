@@ -183,7 +183,7 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     assert Path(params["dataset_dir"]) == root / "runs" / "synthetic_data"
     # the CPU step splits each batch over 2 threads wherever the process has 2 intra-op threads (CI's 2 cores)
     assert params["split_batch_workers"] == str(min(2, default_intra_op_threads()))
-    assert (params["augment_on_device"], params["amp"]) == ("False", "False")  # CPU: per-sample augmentation
+    assert (params["augment_on_device"], params["amp"]) == ("True", "False")  # the batch augmentation, CPU included
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.pt", "datalist_split.json"} <= artifacts, artifacts
