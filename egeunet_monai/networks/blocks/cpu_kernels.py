@@ -1,12 +1,13 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
 """Build and load the C++ CPU kernels of ``csrc/fused_cpu.cpp`` on first use.
 
-The kernels (channel LayerNorm, 3x3 depth-wise convolution at any dilation, 2x2 max-pooling, forward and backward)
-make one pass over cache-sized blocks where the PyTorch compositions of :mod:`fused_ops` make one pass over the
-whole tensor per operator: 2.5-7x faster each on a 2-core EPYC (docs/benchmarks.md). PyTorch has no fused CPU
+The kernels (channel LayerNorm, 3x3 depth-wise convolution at any dilation, 2x2 max-pooling, forward and backward;
+GroupNorm's backward) make one or two passes over cache-sized blocks where the PyTorch compositions of
+:mod:`fused_ops` make one pass over the whole tensor per operator: 1.8-4.2x faster each on one thread of a 2-core
+EPYC, GroupNorm 1.1x (docs/benchmarks.md). PyTorch has no fused CPU
 kernel for a LayerNorm over the channel axis of N x C x H x W or for dilated depth-wise convolutions (oneDNN runs
 those on a slow reference path), so, as MONAI does for its own C++ extensions (``monai._extensions``), the source
-ships with the package and ``torch.utils.cpp_extension`` compiles it once (about 20-30 s; cached under
+ships with the package and ``torch.utils.cpp_extension`` compiles it once (about 20-40 s; cached under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Without a C++ compiler or ninja, or with
 ``EGEUNET_CPU_KERNELS=0``, :mod:`fused_ops` runs its PyTorch compositions instead (one warning says why).
 """
@@ -27,7 +28,7 @@ __all__ = ["available", "load", "set_enabled"]
 
 SOURCE = Path(__file__).parent / "csrc" / "fused_cpu.cpp"
 _lock = threading.Lock()
-_state: dict[str, object] = {"loaded": None, "enabled": os.environ.get("EGEUNET_CPU_KERNELS", "1") not in ("0", "false", "no", "off")}
+_state: dict[str, object] = {"loaded": None, "enabled": os.environ.get("EGEUNET_CPU_KERNELS", "1").lower() not in ("0", "false", "no", "off")}
 logger = logging.getLogger(__name__)
 
 
@@ -35,7 +36,8 @@ def _build_flags() -> list[str]:
     # vector instructions only where PyTorch itself found them on this CPU; the build is named after them (and the
     # torch version: the C++ ABI changes between releases), so a cache shared between machines never mixes builds
     capability = torch.backends.cpu.get_cpu_capability()
-    # at::parallel_for is an OpenMP pragma in PyTorch's headers: without -fopenmp the kernels would run on one thread
+    # the kernels split their loops with OpenMP pragmas (run by PyTorch's own OpenMP library): without -fopenmp they
+    # would run on one thread
     flags = ["-O3"] + (["-fopenmp"] if torch.backends.openmp.is_available() else [])
     if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
