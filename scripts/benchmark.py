@@ -387,14 +387,13 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
         xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
         def step():
-            previous = cpu_kernels.set_enabled(kernels)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                outs = model(xx)
-            loss = loss_fn([o.float() for o in outs], y)
-            loss.backward()
-            opt.step()
-            cpu_kernels.set_enabled(previous)
+            with cpu_kernels.enabled(kernels):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    outs = model(xx)
+                loss = loss_fn([o.float() for o in outs], y)
+                loss.backward()
+                opt.step()
             return loss
 
         return step
@@ -468,12 +467,8 @@ def kernel_rows(args) -> tuple[list[Row], list[str]]:
         grad = torch.randn_like(fn(x))
 
         def run(kernels: bool, fn=fn, x=x, grad=grad):
-            previous = cpu_kernels.set_enabled(kernels)
-            try:
-                leaf = x.detach().requires_grad_()
-                fn(leaf).backward(grad)
-            finally:
-                cpu_kernels.set_enabled(previous)
+            with cpu_kernels.enabled(kernels):
+                fn(x.detach().requires_grad_()).backward(grad)
 
         fns = {f"{name}: PyTorch composition": lambda run=run: run(False), f"{name}: C++ kernel": lambda run=run: run(True)}
         timings = interleaved(fns, images=n, repeats=max(args.repeats, 9), calls=3, warmup=1)

@@ -62,14 +62,9 @@ def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.addcmul(bias[:, None, None], x, weight[:, None, None])
 
 
-def _kernels(x: torch.Tensor) -> bool:
-    """Whether the C++ CPU kernels run for ``x`` (a float32/float64 CPU tensor, kernels built)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cpu_kernels.available()
-
-
 def _layer_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
     """Channel LayerNorm of N x C x H x W, with an affine if given: one C++ kernel where it is built."""
-    if _kernels(x):
+    if cpu_kernels.runs_for(x):
         c = x.shape[1]
         weight = torch.ones(c, dtype=x.dtype) if weight is None else weight
         bias = torch.zeros(c, dtype=x.dtype) if bias is None else bias
@@ -128,7 +123,7 @@ class _DepthwiseConv(nn.Module):
             raise ValueError("expected a 3x3 depth-wise conv with padding equal to its dilation")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _kernels(x):
+        if cpu_kernels.runs_for(x):
             return torch.ops.egeunet_cpu.depthwise3x3_forward(x, self.conv.weight, self.conv.bias, self.dilation)
         if x.device.type != "cpu" or self.dilation <= 2:
             return self.conv(x)
@@ -221,8 +216,7 @@ class _FastGAB(nn.Module):
         xh = _up(xh, [int(xl.shape[2]), int(xl.shape[3])])
         xh_groups = torch.chunk(xh, 4, dim=1)
         xl_groups = torch.chunk(xl, 4, dim=1)
-        tail = self.tail_eps
-        if _kernels(xl):  # each group's LayerNorm with its affine, then its conv: one kernel each
+        if cpu_kernels.runs_for(xl):  # each group's LayerNorm with its affine, then its conv: one kernel each
             g = self.group_weight.shape[0] // 4
             outs = [
                 self.groups[i](
@@ -235,7 +229,7 @@ class _FastGAB(nn.Module):
                 )
                 for i in range(4)
             ]
-            return F.conv2d(_layer_norm(torch.cat(outs, dim=1), tail), self.tail_weight, self.tail_bias)
+            return F.conv2d(_layer_norm(torch.cat(outs, dim=1), self.tail_eps), self.tail_weight, self.tail_bias)
         # one concatenation and one grouped LayerNorm for the four groups instead of four of each
         parts: list[torch.Tensor] = []
         for i in range(4):

@@ -20,11 +20,13 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["available", "load", "set_enabled"]
+__all__ = ["available", "enabled", "runs_for", "set_enabled"]
 
 SOURCE = Path(__file__).parent / "csrc" / "fused_cpu.cpp"
 _lock = threading.Lock()
@@ -62,8 +64,9 @@ def _build_directory(name: str) -> Path:
     return directory
 
 
-def load() -> bool:
-    """Compile (first time) and load the kernels into ``torch.ops.egeunet_cpu``; False if disabled or impossible."""
+def available() -> bool:
+    """Whether the kernels are enabled and loaded into ``torch.ops.egeunet_cpu``, compiling them the first time;
+    False if disabled or impossible."""
     if not _state["enabled"]:
         return False
     if _state["loaded"] is not None:
@@ -94,9 +97,9 @@ def load() -> bool:
     return bool(_state["loaded"])
 
 
-def available() -> bool:
-    """Whether the kernels are enabled and loaded (loading them if needed)."""
-    return load()
+def runs_for(x: torch.Tensor) -> bool:
+    """Whether the kernels compute for ``x``: a float32/float64 CPU tensor, the kernels enabled and loaded."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and available()
 
 
 def set_enabled(enabled: bool) -> bool:
@@ -104,3 +107,13 @@ def set_enabled(enabled: bool) -> bool:
     previous = bool(_state["enabled"])
     _state["enabled"] = bool(enabled)
     return previous
+
+
+@contextmanager
+def enabled(flag: bool) -> Iterator[None]:
+    """The kernels on (``True``) or off inside the ``with`` block, the previous setting restored after it."""
+    previous = set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(previous)

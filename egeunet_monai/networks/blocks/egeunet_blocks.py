@@ -63,9 +63,8 @@ class GroupNorm(nn.GroupNorm):
         return fused_ops.group_norm(x, self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            if self.fused and fused_ops.use_fused_ops(x):
-                return self._fused_forward(x)
+        if self.fused and not torch.jit.is_scripting():
+            return self._fused_forward(x)  # fused_ops.group_norm runs PyTorch's operators where its kernel does not
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)  # nn.GroupNorm.forward
 
 
