@@ -78,12 +78,16 @@ def test_group_norm_backward(groups, channels):
     _compare(lambda: norm(x), lambda: fused_ops.group_norm(x, norm), [x, norm.weight, norm.bias], atol_out=0)
 
 
-def test_max_pool_values_and_first_maximum_gradient(kernels):
-    x = torch.randn(2, 3, 8, 10, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32 runs the AVX2 rows where built with them
+def test_max_pool_values_and_first_maximum_gradient(kernels, dtype):
+    x = torch.randn(2, 3, 8, 38, dtype=dtype)  # 19 outputs a row: two blocks of 8 and a tail of 3
     x[0, 0, :2, :2] = 1.0  # a 4-way tie
-    x[0, 1, 2:4, 2:4] = torch.tensor([[0.0, 5.0], [5.0, 5.0]], dtype=torch.float64)  # a 3-way tie after position 0
-    x[1, 2, 4:6, 4:6] = torch.tensor([[0.0, float("nan")], [9.0, 1.0]], dtype=torch.float64)  # NaN propagates
-    grad = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    x[0, 1, 2:4, 2:4] = torch.tensor([[0.0, 5.0], [5.0, 5.0]], dtype=dtype)  # a 3-way tie after position 0
+    x[1, 2, 4:6, 4:6] = torch.tensor([[0.0, float("nan")], [9.0, 1.0]], dtype=dtype)  # NaN propagates
+    x[1, 2, 4:6, 20:22] = torch.tensor([[float("nan"), 3.0], [float("nan"), 1.0]], dtype=dtype)  # the last NaN takes it
+    x[1, 1, 0:2, 34:36] = torch.tensor([[-float("inf"), -float("inf")], [-1.0, 7.0]], dtype=dtype)  # in the tail
+    x[0, 2, 2:4, 30:32] = torch.tensor([[2.0, 2.0], [float("nan"), 2.0]], dtype=dtype)  # NaN after a tie
+    grad = torch.randn(2, 3, 4, 19, dtype=dtype)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     expected = F.max_pool2d(a, 2, 2)
     expected.backward(grad)
@@ -93,6 +97,7 @@ def test_max_pool_values_and_first_maximum_gradient(kernels):
     assert torch.equal(a.grad, b.grad)
     _, index = kernels.max_pool2x2_forward(x)
     assert index.dtype == torch.uint8 and index[0, 0, 0, 0] == 0 and index[0, 1, 1, 1] == 1 and index[1, 2, 2, 2] == 1
+    assert index[1, 2, 2, 10] == 2 and index[1, 1, 0, 17] == 3 and index[0, 2, 1, 15] == 2
 
 
 def test_float32_forward_within_rounding():
