@@ -441,13 +441,16 @@ def training_rows(args, net0, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple
 def kernel_rows(args) -> tuple[list[Row], list[str]]:
     """Each operator of ``fused_ops`` forward + backward at the shapes of one SplitBatchIteration half (4 images) and
     on one thread, as that half runs: its PyTorch composition (the C++ kernels off) against its C++ kernel."""
+    from egeunet_monai.losses import EGEUNetLoss
     from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, GroupNorm, cpu_kernels, fused_ops
+    from egeunet_monai.transforms import RandFlipRotateBatch
 
     if not cpu_kernels.available():
         return [], ["kernel rows skipped: the C++ CPU kernels did not build here"]
     n = 4
     g = torch.Generator().manual_seed(0)
     conv = {d: torch.nn.Conv2d(5, 5, 3, padding=d, dilation=d, groups=5) for d in (1, 2, 5, 7)}
+    loss, target = EGEUNetLoss(), (torch.rand(n, 1, 256, 256, generator=g) > 0.5).float()
     ops: dict[str, tuple[Callable, list[int]]] = {
         "channel LayerNorm, 5 ch, 128x128 (bridge 1 groups)": (ChannelFirstLayerNorm(5, fused=True), [n, 5, 128, 128]),
         "channel LayerNorm, 20 ch, 128x128 (bridge 1 tail)": (ChannelFirstLayerNorm(20, fused=True), [n, 20, 128, 128]),
@@ -457,6 +460,8 @@ def kernel_rows(args) -> tuple[list[Row], list[str]]:
         },
         "2x2 max-pool, 8 ch, 256x256 (encoder 1)": (fused_ops.max_pool2x2, [n, 8, 256, 256]),
         "GroupNorm(4, 8), 256x256 (encoder 1)": (GroupNorm(4, 8, fused=True), [n, 8, 256, 256]),
+        # the six outputs (main and upsampled side heads) as one 6 x n x 1 x 256 x 256 tensor
+        "EGEUNetLoss, six DiceCE terms, 256x256 (vs MONAI's DiceCELoss)": (lambda t: loss(list(t.unbind(0)), target), [6, n, 1, 256, 256]),
     }  # fmt: skip
     rows = []
     group = f"fused_ops operators, forward + backward (one thread, one half of a split batch-8 step: {n} images)"
@@ -474,6 +479,19 @@ def kernel_rows(args) -> tuple[list[Row], list[str]]:
         timings = interleaved(fns, images=n, repeats=max(args.repeats, 9), calls=3, warmup=1)
         rows += rows_from_timings(group, n, timings, f"{name}: PyTorch composition", True, {}, {})
     torch.set_num_threads(threads)
+    # the trainer's batch augmentation: the whole batch of 8 on the main thread, with all its threads
+    image, label = torch.rand(8, 3, 256, 256, generator=g) * 255, target.repeat(2, 1, 1, 1)
+    augmentation = RandFlipRotateBatch(seed=0)
+
+    def augment(kernels: bool):
+        with cpu_kernels.enabled(kernels):
+            augmentation(image, label)
+
+    name = "RandFlipRotateBatch (flips, rotation), batch 8, 256x256"
+    fns = {f"{name}: PyTorch operators": lambda: augment(False), f"{name}: C++ kernel": lambda: augment(True)}
+    timings = interleaved(fns, images=8, repeats=max(args.repeats, 9), calls=5, warmup=1)
+    group = f"trainer's batch augmentation (main thread, {threads} threads, as prepare_batch runs it)"
+    rows += rows_from_timings(group, 8, timings, f"{name}: PyTorch operators", True, {}, {})
     return rows, []
 
 
@@ -699,7 +717,7 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
     per_sample = ["--augment_on_device", "false"]  # MONAI's RandFlipd/RandRotated in the loader's workers
     no_kernels = {"EGEUNET_CPU_KERNELS": "0"}  # fused_ops' PyTorch compositions (before the C++ kernels)
     variants = [
-        ("1 process, plain ops, per-sample augmentation (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--optimizer#fused", "False"] + unsplit + per_sample, {}),
+        ("1 process, plain ops, per-sample augmentation (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--loss#fused_ops", "False", "--optimizer#fused", "False"] + unsplit + per_sample, {}),
         ("1 process, fused_ops without its C++ kernels, batch split over 2 threads, per-sample augmentation (2026-11-29)", 1, 8, 2, per_sample, no_kernels),
         ("1 process, fused_ops with C++ kernels, batch split over 2 threads, per-sample augmentation", 1, 8, 2, per_sample, {}),
         ("1 process (configs/train.json as shipped: C++ kernels, batch split over 2 threads, batch augmentation)", 1, 8, 2, [], {}),

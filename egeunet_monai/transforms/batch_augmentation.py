@@ -17,6 +17,8 @@ import math
 import torch
 from monai.networks.layers import AffineTransform
 
+from egeunet_monai.networks.blocks import cpu_kernels
+
 __all__ = ["RandFlipRotateBatch"]
 
 
@@ -118,6 +120,11 @@ class RandFlipRotateBatch:
             )
         n, height, width = image.shape[0], int(image.shape[2]), int(image.shape[3])
         flips, rotate, angles = self.draw(n)
+        if cpu_kernels.runs_for(image) and label.dtype == image.dtype and label.device == image.device:
+            # on CPU, one pass of the C++ kernel (csrc/augment_cpu.cpp) for the whole batch: the same flips, the same
+            # grid_sample arithmetic in float64 coordinates, about 10x faster than the dozen passes below
+            theta = self.rotation_theta(angles, height, width)
+            return tuple(torch.ops.egeunet_cpu.flip_rotate_batch(image, label, flips, rotate, theta))
         if flips.any():
             image, label = image.clone(), label.clone()  # the caller's batch stays as it was
             for axis in range(2):

@@ -37,7 +37,7 @@ def _batches(count: int, batch: int, size: int = 64) -> list[dict[str, torch.Ten
 
 
 def _trainer(net: torch.nn.Module, batches, iteration_update=None, lr: float = 1.0, **kwargs) -> SupervisedTrainer:
-    # plain SGD with lr 1: each parameter moves by exactly its gradient, so comparing weights compares gradients
+    # plain SGD: each parameter moves by its gradient
     return SupervisedTrainer(
         device=torch.device("cpu"),
         max_epochs=1,
@@ -72,13 +72,13 @@ def test_split_iteration_gives_the_whole_batch_loss_prediction_and_gradients():
         # float32 rounding only: oneDNN reduces in another order with one thread than with two (the network's own
         # float32 error against float64 is ~4e-6 of the logits' scale here)
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * a.abs().max().item())
-    start = _network().state_dict()
-    for name, p in split_net.state_dict().items():
-        grad_whole = start[name] - whole_net.state_dict()[name]
-        grad_split = start[name] - p
-        scale = grad_whole.abs().max().item()
+    # the gradients the optimizer stepped with (SGD leaves them in .grad; the weights' change would add the rounding
+    # of the update). float32 rounding only: each is ~1e-5 of its largest value from the float64 gradient (measured:
+    # 9e-6 with the C++ loss kernel, 1.9e-5 with MONAI's operators), so the two may differ by twice that
+    for (name, p), q in zip(whole_net.named_parameters(), split_net.parameters()):
+        scale = p.grad.abs().max().item()
         assert scale > 0, f"{name} got no gradient"
-        assert (grad_split - grad_whole).abs().max().item() <= 1e-5 * scale + 1e-9, name
+        assert (q.grad - p.grad).abs().max().item() <= 3e-5 * scale, name
 
 
 def test_split_iteration_is_deterministic():

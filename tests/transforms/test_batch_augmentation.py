@@ -1,16 +1,30 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""RandFlipRotateBatch (the on-device augmentation of configs/train.json) against MONAI's per-sample transforms."""
+"""RandFlipRotateBatch (the on-device augmentation of configs/train.json) against MONAI's per-sample transforms, on
+both of its CPU paths: the C++ kernel (csrc/augment_cpu.cpp) and the PyTorch operators (as on a GPU)."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 from monai.transforms import Rotate
 
 from egeunet_monai.engines import PrepareBatchAugmented
+from egeunet_monai.networks.blocks import cpu_kernels
 from egeunet_monai.transforms import RandFlipRotateBatch
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["kernel", "pytorch"])
+def path(request):
+    """Every test on both paths; the kernel's must run where it is built (always under CI=true)."""
+    with cpu_kernels.enabled(request.param):
+        if request.param and not cpu_kernels.available():
+            if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+                pytest.fail("the C++ CPU kernels did not build; CI=true requires them")
+            pytest.skip("the C++ CPU kernels could not be built here")
+        yield request.param
 
 
 def _batch(n: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,3 +128,4 @@ def test_differences_name_what_the_batch_augmentation_would_not_reproduce():
     ]
     assert "2 RandRotated" in augmentation.differences(stock + stock[2:])[0]
     assert RandFlipRotateBatch(flip_prob=0.0, rotate_prob=0.0).differences([]) == []
+

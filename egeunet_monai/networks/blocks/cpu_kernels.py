@@ -1,5 +1,5 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""Build and load the C++ CPU kernels of ``csrc/fused_cpu.cpp`` on first use.
+"""Build and load the C++ CPU kernels of ``csrc/`` on first use.
 
 The kernels (channel LayerNorm, 3x3 depth-wise convolution at any dilation, 2x2 max-pooling, forward and backward;
 GroupNorm's backward) make one or two passes over cache-sized blocks where the PyTorch compositions of
@@ -14,6 +14,7 @@ ships with the package and ``torch.utils.cpp_extension`` compiles it once (about
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -28,7 +29,9 @@ import torch
 
 __all__ = ["available", "enabled", "runs_for", "set_enabled"]
 
-SOURCE = Path(__file__).parent / "csrc" / "fused_cpu.cpp"
+CSRC = Path(__file__).parent / "csrc"
+# the network's operators, the training loss, the training augmentation: one library, torch.ops.egeunet_cpu
+SOURCES = [CSRC / "fused_cpu.cpp", CSRC / "loss_cpu.cpp", CSRC / "augment_cpu.cpp"]
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "enabled": os.environ.get("EGEUNET_CPU_KERNELS", "1").lower() not in ("0", "false", "no", "off")}
 logger = logging.getLogger(__name__)
@@ -43,7 +46,9 @@ def _build_flags() -> list[str]:
     flags = ["-O3"] + (["-fopenmp"] if torch.backends.openmp.is_available() else [])
     if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
-    return flags
+    # torch rebuilds when a source or a flag changes, not a header: the headers' digest as a flag covers them
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(CSRC.glob("*.h")))).hexdigest()[:12]
+    return flags + [f"-DEGEUNET_HEADERS_{digest}"]
 
 
 def _extension_name() -> str:
@@ -80,7 +85,7 @@ def available() -> bool:
                 name = _extension_name()
                 build(
                     name,
-                    sources=[str(SOURCE)],
+                    sources=[str(p) for p in SOURCES],
                     extra_cflags=_build_flags(),
                     build_directory=str(_build_directory(name)),
                     is_python_module=False,

@@ -7,62 +7,21 @@
 //
 //   channel_layer_norm_*   LayerNorm over the channel axis of N x C x H x W (the original's formula)
 //   depthwise3x3_*         3x3 depth-wise convolution, zero padding = dilation, any dilation
-//   max_pool2x2_*          2x2/stride-2 max-pooling; the gradient goes to the first maximum, as max_pool2d
+//   max_pool2x2_*          2x2/stride-2 max-pooling; the gradient goes where max_pool2d sends it
 //   group_norm_backward    GroupNorm's backward in two passes per group (the forward is PyTorch's native one)
 //
 // Tensors are contiguous N x C x H x W, float32 or float64. Threads: as many as at::get_num_threads() says for the
 // calling thread (built with -fopenmp, PyTorch's own OpenMP runtime).
 
-#include <ATen/Dispatch.h>
-#include <ATen/Functions.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <torch/library.h>
-
-#include <algorithm>
-#include <cmath>
-#include <tuple>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "common.h"
 
 namespace {
 
+using egeunet::check_nchw;
+using egeunet::parallel_chunks;
+
 constexpr int64_t kBlock = 512;  // pixels normalised together: C x kBlock values stay in L1/L2 between passes
 constexpr int kLanes = 16;       // independent partial sums, so that the compiler vectorises the reductions
-
-// f(begin, end) over [0, n) in contiguous chunks, one per thread. Not at::parallel_for: its header-inline code keeps
-// its own per-thread "initialised" flag in this library and, on a thread's first call, resets that thread's OpenMP
-// thread count to the process-wide one, undoing SplitBatchIteration's one-thread workers (measured: 1.6x slower).
-// at::get_num_threads() is PyTorch's exported function and reads the calling thread's count.
-template <typename F>
-void parallel_chunks(int64_t n, const F& f) {
-  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), n));
-  if (threads <= 1) {
-    f(0, n);
-    return;
-  }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), chunk = (n + threads - 1) / threads;
-    const int64_t begin = std::min(n, t * chunk), end = std::min(n, begin + chunk);
-    if (begin < end) f(begin, end);
-  }
-#else
-  f(0, n);
-#endif
-}
-
-void check_nchw(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(x.device().is_cpu(), op, ": expected a CPU tensor, got one on ", x.device());
-  TORCH_CHECK(x.dim() == 4, op, ": expected an N x C x H x W tensor, got shape ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-              ": expected float32 or float64, got ", x.scalar_type());
-}
 
 // sum of a[i] * b[i], in kLanes partial sums
 template <typename T>

@@ -1,0 +1,116 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""The C++ DiceCE kernel behind EGEUNetLoss on CPU: MONAI's DiceCELoss values and gradients, more precise where
+float32 sigmoids lose them, the same result on any number of threads, and MONAI's own loss where it does not apply."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+
+from egeunet_monai.losses import EGEUNetLoss
+from egeunet_monai.losses.dice_ce_kernel import dice_ce_with_logits, kernel_computes
+from egeunet_monai.networks.blocks import cpu_kernels
+
+
+@pytest.fixture(autouse=True)
+def kernels():
+    previous = cpu_kernels.set_enabled(True)
+    if not cpu_kernels.available():
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("the C++ CPU kernels did not build; CI=true requires them")
+        pytest.skip("the C++ CPU kernels could not be built here (no C++ compiler or ninja?)")
+    yield
+    cpu_kernels.set_enabled(previous)
+
+
+def _inputs(dtype, shape=(3, 1, 37, 45), scale=4.0, soft=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype).requires_grad_()
+    target = torch.rand(shape, generator=g, dtype=torch.float64)
+    target = (target if soft else (target > 0.6).double()).to(dtype)
+    return logits, target
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("smooth,lambdas", [((1.0, 1.0), (1.0, 1.0)), ((1e-5, 1e-5), (0.3, 1.7))])
+def test_float64_equals_monai(soft, smooth, lambdas):
+    logits, target = _inputs(torch.float64, soft=soft)
+    monai_loss = DiceCELoss(sigmoid=True, smooth_nr=smooth[0], smooth_dr=smooth[1], lambda_dice=lambdas[0], lambda_ce=lambdas[1])
+    expected = monai_loss(logits, target)
+    (grad_expected,) = torch.autograd.grad(expected * 1.7, logits)
+    got = dice_ce_with_logits(logits, target, *smooth, *lambdas)
+    (grad_got,) = torch.autograd.grad(got * 1.7, logits)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=0, atol=1e-12 * grad_expected.abs().max().item())
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 37, 45), (2, 1, 256, 256), (1, 1, 1, 7)])  # vector blocks and tails
+def test_float32_within_rounding_of_float64(shape):
+    logits, target = _inputs(torch.float32, shape=shape, scale=8.0)
+    reference_logits = logits.detach().double().requires_grad_()
+    expected = DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)(reference_logits, target.double())
+    (grad_expected,) = torch.autograd.grad(expected, reference_logits)
+    got = dice_ce_with_logits(logits, target, 1.0, 1.0)
+    (grad_got,) = torch.autograd.grad(got, logits)
+    assert got.dtype == torch.float32 and abs(got.item() - expected.item()) <= 1e-6 * expected.item()
+    torch.testing.assert_close(grad_got.double(), grad_expected, rtol=1e-5, atol=1e-6 * grad_expected.abs().max().item())
+
+
+def test_confident_predictions_keep_their_small_gradients():
+    """Where sigmoid(x) rounds to 1 in float32, MONAI's float32 gradient is 0 (and float64's keeps ~6 digits); the
+    kernel's is the true one: (sigmoid(x) - y) / n, taken as -sigmoid(-x) / n for y = 1."""
+    logits = torch.tensor([20.0, 25.0, -20.0, -25.0, 3.0, -3.0, 0.0, 1e-3]).view(1, 1, 1, 8).requires_grad_()
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 8)
+    x = logits.detach().double()
+    expected = torch.where(target == 1, -torch.sigmoid(-x), torch.sigmoid(x)) / 8
+    (got,) = torch.autograd.grad(dice_ce_with_logits(logits, target, lambda_dice=0.0), logits)
+    assert got[0, 0, 0, 1] < 0  # -(1 - sigmoid(25)) / 8 = -1.7e-12
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=0)
+    (monai_float32,) = torch.autograd.grad(DiceCELoss(sigmoid=True, lambda_dice=0.0)(logits, target), logits)
+    assert monai_float32[0, 0, 0, 1] == 0  # what the kernel improves on
+
+
+def test_same_result_on_one_and_two_threads():
+    logits, target = _inputs(torch.float32, shape=(4, 1, 128, 128))
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            loss = dice_ce_with_logits(logits, target, 1.0, 1.0)
+            results.append((loss, torch.autograd.grad(loss, logits)[0]))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_egeunet_loss_runs_the_kernel_and_equals_monai():
+    logits = [_inputs(torch.float32, seed=k)[0] for k in range(6)]
+    target = _inputs(torch.float32)[1]
+    fused, plain = EGEUNetLoss(), EGEUNetLoss(fused_ops=False)
+    assert all(kernel_computes(x, target) for x in logits)
+    got, expected = fused(logits, target), plain(logits, target)
+    torch.testing.assert_close(got, expected, rtol=2e-6, atol=0)
+    grads_got = torch.autograd.grad(got, logits)
+    grads_expected = torch.autograd.grad(expected, logits)
+    for g, e in zip(grads_got, grads_expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-5 * e.abs().max().item())
+    # a single output (the network in eval mode) goes through the kernel too
+    torch.testing.assert_close(fused(logits[0], target), plain(logits[0], target), rtol=2e-6, atol=0)
+
+
+def test_where_the_kernel_does_not_apply_monai_computes():
+    logits, target = _inputs(torch.float32)
+    assert not kernel_computes(logits.detach().repeat(1, 3, 1, 1), target)  # softmax over channels: MONAI's
+    assert not kernel_computes(logits, target[:, :, :-1])  # a target MONAI's DeepSupervisionLoss would resize
+    assert not kernel_computes(logits, target.clone().requires_grad_())
+    with cpu_kernels.enabled(False):
+        assert not kernel_computes(logits, target)
+        torch.testing.assert_close(EGEUNetLoss()(logits, target), DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)(logits, target))
+    with pytest.raises(ValueError, match="dice_ce_with_logits: needs N x 1 x H x W"):
+        dice_ce_with_logits(logits, target[:, :, :-1])
+    with pytest.raises(RuntimeError, match="dice_bce_sums: targets of shape"):
+        torch.ops.egeunet_cpu.dice_bce_sums(logits.detach(), target[:, :, :-1])

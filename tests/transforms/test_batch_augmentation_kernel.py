@@ -1,0 +1,48 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""RandFlipRotateBatch's C++ kernel (csrc/augment_cpu.cpp) against its PyTorch path (the one a GPU runs)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from egeunet_monai.networks.blocks import cpu_kernels
+from egeunet_monai.transforms import RandFlipRotateBatch
+
+from test_batch_augmentation import _batch
+
+
+@pytest.fixture(autouse=True)
+def kernels():
+    with cpu_kernels.enabled(True):
+        if not cpu_kernels.available():
+            if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+                pytest.fail("the C++ CPU kernels did not build; CI=true requires them")
+            pytest.skip("the C++ CPU kernels could not be built here")
+        yield
+
+
+def test_the_kernel_and_the_pytorch_operators_agree():
+    """The same draws give the same batch on both paths: flips and copies exactly, rotated images to float rounding
+    of the sampling coordinates (float64 in the kernel, float32 in grid_sample), masks but for nearest-rounding ties."""
+    for size in [(64, 64), (48, 80), (256, 256)]:
+        image, label = _batch(12, *size, seed=1)
+        for flip_prob, rotate_prob in [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)]:
+            kernel = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
+            with cpu_kernels.enabled(False):
+                reference = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
+            if rotate_prob == 0:
+                assert torch.equal(kernel[0], reference[0]) and torch.equal(kernel[1], reference[1])
+            torch.testing.assert_close(kernel[0], reference[0], rtol=0, atol=1e-4)
+            assert (kernel[1] != reference[1]).float().mean() < 1e-4
+
+
+def test_the_kernel_names_bad_input():
+    image, label = _batch(2, 16, 16)
+    flips, rotate, theta = torch.zeros(2, 2, dtype=torch.bool), torch.ones(2, dtype=torch.bool), torch.zeros(2, 2, 3)
+    with pytest.raises(RuntimeError, match="flip_rotate_batch: a mask batch of shape"):
+        torch.ops.egeunet_cpu.flip_rotate_batch(image, label[:1], flips, rotate, theta)
+    with pytest.raises(RuntimeError, match="flip_rotate_batch: need N x 2 flips"):
+        torch.ops.egeunet_cpu.flip_rotate_batch(image, label, flips[:1], rotate, theta)
