@@ -720,8 +720,8 @@ def bundle_trainer_rows(args, tmp: Path) -> tuple[list[Row], list[str]]:
         ("1 process, plain ops, per-sample augmentation (before fused_ops)", 1, 8, 2, ["--network_def#fused_ops", "False", "--loss#fused_ops", "False", "--optimizer#fused", "False"] + unsplit + per_sample, {}),
         ("1 process, fused_ops without its C++ kernels, batch split over 2 threads, per-sample augmentation (2026-11-29)", 1, 8, 2, per_sample, no_kernels),
         ("1 process, fused_ops with C++ kernels, batch split over 2 threads, per-sample augmentation", 1, 8, 2, per_sample, {}),
-        ("1 process (configs/train.json as shipped: C++ kernels, batch split over 2 threads, batch augmentation)", 1, 8, 2, [], {}),
-        ("1 process, as shipped with loader num_workers 0", 1, 8, 0, [], {}),
+        ("1 process (configs/train.json as shipped: C++ kernels, batch split over 2 threads, batch augmentation, loader in the main process)", 1, 8, 2, [], {}),
+        ("1 process, as shipped but with 2 loader worker processes", 1, 8, 2, ["--loader_workers", "2"], {}),
         ("torchrun, 2 CPU ranks x batch 4 (global batch 8, the recipe)", 2, 4, 0, [], {}),
         ("torchrun, 2 CPU ranks x batch 8 (global batch 16)", 2, 8, 0, [], {}),
     ]  # fmt: skip

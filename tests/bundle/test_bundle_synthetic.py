@@ -29,6 +29,7 @@ METRICS_CSV_KEYS = {
 TRACKED_PARAMS = {
     "dataset_dir", "train_images", "val_images", "val_fraction", "seed", "image_size", "network", "loss", "optimizer",
     "learning_rate", "weight_decay", "lr_scheduler", "batch_size", "amp", "split_batch_workers", "augment_on_device",
+    "loader_workers",
 }
 
 
@@ -184,6 +185,7 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     # the CPU step splits each batch over 2 threads wherever the process has 2 intra-op threads (CI's 2 cores)
     assert params["split_batch_workers"] == str(min(2, default_intra_op_threads()))
     assert (params["augment_on_device"], params["amp"]) == ("True", "False")  # the batch augmentation, CPU included
+    assert params["loader_workers"] == "0"  # nothing per sample left for worker processes on a CPU
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.pt", "datalist_split.json"} <= artifacts, artifacts

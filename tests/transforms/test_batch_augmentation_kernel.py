@@ -27,7 +27,7 @@ def kernels():
 def test_the_kernel_and_the_pytorch_operators_agree():
     """The same draws give the same batch on both paths: flips and copies exactly, rotated images to float rounding
     of the sampling coordinates (float64 in the kernel, float32 in grid_sample), masks but for nearest-rounding ties."""
-    for size in [(64, 64), (48, 80), (256, 256)]:
+    for size in [(64, 64), (48, 80), (37, 50), (256, 256)]:  # 37 rows: a band of the thread split cut short
         image, label = _batch(12, *size, seed=1)
         for flip_prob, rotate_prob in [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)]:
             kernel = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
