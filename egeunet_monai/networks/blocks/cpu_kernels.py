@@ -1,15 +1,23 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
 """Build and load the C++ CPU kernels of ``csrc/`` on first use.
 
-The kernels (channel LayerNorm, 3x3 depth-wise convolution at any dilation, 2x2 max-pooling, forward and backward;
-GroupNorm's backward) make one or two passes over cache-sized blocks where the PyTorch compositions of
-:mod:`fused_ops` make one pass over the whole tensor per operator: 1.8-4.2x faster each on one thread of a 2-core
-EPYC, GroupNorm 1.1x (docs/benchmarks.md). PyTorch has no fused CPU
-kernel for a LayerNorm over the channel axis of N x C x H x W or for dilated depth-wise convolutions (oneDNN runs
-those on a slow reference path), so, as MONAI does for its own C++ extensions (``monai._extensions``), the source
-ships with the package and ``torch.utils.cpp_extension`` compiles it once (about 20-40 s; cached under
-``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Without a C++ compiler or ninja, or with
-``EGEUNET_CPU_KERNELS=0``, :mod:`fused_ops` runs its PyTorch compositions instead (one warning says why).
+Three sources, one library (``torch.ops.egeunet_cpu``):
+
+- ``fused_cpu.cpp``, the network's operators under :mod:`fused_ops`: channel LayerNorm, 3x3 depth-wise convolution
+  at any dilation, 2x2 max-pooling (forward and backward), GroupNorm's backward. One or two passes over cache-sized
+  blocks where the PyTorch compositions make one pass over the whole tensor per operator: 1.8-7x faster each on one
+  thread of a 2-core EPYC, GroupNorm 1.03-1.2x (docs/benchmarks.md). PyTorch has no fused CPU kernel for a LayerNorm
+  over the channel axis of N x C x H x W or for dilated depth-wise convolutions (oneDNN runs those on a slow
+  reference path).
+- ``loss_cpu.cpp``, the training loss (:mod:`egeunet_monai.losses.dice_ce_kernel`): Dice + binary cross-entropy on
+  logits in one pass forward and one backward per output, 2.8x MONAI's operators on the six outputs.
+- ``augment_cpu.cpp``, the trainer's batch augmentation (:class:`~egeunet_monai.transforms.RandFlipRotateBatch`):
+  flips and rotation of images and masks in one pass, about 3x the PyTorch operators.
+
+As MONAI does for its own C++ extensions (``monai._extensions``), the sources ship with the package and
+``torch.utils.cpp_extension`` compiles them once (about 30-60 s; cached under ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``). Without a C++ compiler or ninja, or with ``EGEUNET_CPU_KERNELS=0``, each caller runs
+its PyTorch (or MONAI) operators instead (one warning says why).
 """
 
 from __future__ import annotations

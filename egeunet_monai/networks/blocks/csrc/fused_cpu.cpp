@@ -1,9 +1,10 @@
 // Copyright (c) egeunet-monai contributors. Apache-2.0.
 //
-// CPU kernels for the operators that dominate an EGE-UNet training step (see fused_ops.py, which builds this
-// file on first use with torch.utils.cpp_extension, as MONAI builds its own C++ extensions, and falls back to
-// PyTorch operators when it cannot). Each kernel makes one pass over a block that stays in cache, where the
-// PyTorch composition makes a pass over the whole N x C x H x W tensor per operator:
+// CPU kernels for the network operators that dominate an EGE-UNet training step (fused_ops.py calls them;
+// cpu_kernels.py builds this file, loss_cpu.cpp and augment_cpu.cpp on first use with torch.utils.cpp_extension, as
+// MONAI builds its own C++ extensions, and the callers fall back to PyTorch operators when it cannot). Each kernel
+// makes one pass over a block that stays in cache, where the PyTorch composition makes a pass over the whole
+// N x C x H x W tensor per operator:
 //
 //   channel_layer_norm_*   LayerNorm over the channel axis of N x C x H x W (the original's formula)
 //   depthwise3x3_*         3x3 depth-wise convolution, zero padding = dilation, any dilation
