@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["REPO_ROOT", "SHARED_DATA_DIR", "SHARED_REFERENCE_DIR", "require_shared_data", "require_shared_reference"]
+__all__ = [
+    "REPO_ROOT", "SHARED_DATA_DIR", "SHARED_REFERENCE_DIR", "require_cpu_kernels", "require_shared_data",
+    "require_shared_reference",
+]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # tests/local_server.py is shared by test folders that pytest puts on sys.path one by one
@@ -55,6 +58,22 @@ def require_shared_reference(*subpaths: str) -> Path:
     return _require(
         SHARED_REFERENCE_DIR.joinpath(*subpaths), "reference outputs of the original EGE-UNet (../shared/reference)"
     )
+
+
+def require_cpu_kernels():
+    """Turn the C++ CPU kernels on and return ``torch.ops.egeunet_cpu``, building them if needed; skips the calling
+    test where they cannot be built (no C++ compiler or ninja), fails it when ``CI=true`` (CI builds them)."""
+    import torch
+
+    from egeunet_monai.networks.blocks import cpu_kernels
+
+    cpu_kernels.set_enabled(True)
+    if not cpu_kernels.available():
+        reason = "the C++ CPU kernels could not be built here (no C++ compiler or ninja? see the warning above)"
+        if _in_ci():
+            pytest.fail(f"{reason}; CI=true requires them", pytrace=False)
+        pytest.skip(reason)
+    return torch.ops.egeunet_cpu
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,10 @@
 The loss of a training step is six DiceCE terms at full resolution (the main output and five upsampled side heads):
 through MONAI's operators (sigmoid, products, sums, ``log_sigmoid``, their backwards) it took about a sixth of a
 CPU training step. The kernels (``dice_bce_sums``/``dice_bce_backward`` in
-``egeunet_monai/networks/blocks/csrc/fused_cpu.cpp``) make one pass forward and one backward per output; the value
-equals MONAI's up to float rounding (per-plane sums are added in float64).
+``egeunet_monai/networks/blocks/csrc/loss_cpu.cpp``) make one pass forward and one backward per output, 2.7x
+faster on the six outputs (docs/benchmarks.md); the value equals MONAI's up to float rounding (per-plane sums are
+added in float64), and the gradient of a confident pixel, which MONAI's float32 operators round to 0, keeps its
+precision.
 """
 
 from __future__ import annotations

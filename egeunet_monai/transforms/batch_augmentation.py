@@ -1,13 +1,14 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
 """The training augmentation of the bundle, applied to a whole batch on the device that trains.
 
-``configs/train.json`` augments each cached sample with MONAI's dictionary transforms in the loader's worker
-processes: ``RandFlipd`` on each spatial axis, then ``RandRotated`` by any angle. That costs a few milliseconds of
-CPU per image, which a GPU training at a thousand images per second cannot wait for.
-:class:`RandFlipRotateBatch` draws the same random choices per image and applies them to the N x C x H x W batch
-where it already is (one ``grid_sample`` for the rotated images, through MONAI's ``AffineTransform``), so the
-loader only collates cached tensors. MONAI's array transforms work on one image at a time: applying them in a loop
-on the GPU would launch a dozen small kernels and a Python round trip per image.
+With ``--augment_on_device false``, ``configs/train.json`` augments each cached sample with MONAI's dictionary
+transforms in the loader's worker processes: ``RandFlipd`` on each spatial axis, then ``RandRotated`` by any angle.
+That costs a few milliseconds of CPU per image, which a GPU training at a thousand images per second cannot wait
+for, and on a 2-core CPU a fifth of the training. :class:`RandFlipRotateBatch` (the default) draws the same random
+choices per image and applies them to the N x C x H x W batch where it already is, so the loader only collates
+cached tensors: on a GPU with one ``grid_sample`` for the rotated images (through MONAI's ``AffineTransform``), on
+a CPU in one pass of a C++ kernel. MONAI's array transforms work on one image at a time: applying them in a loop on
+the GPU would launch a dozen small kernels and a Python round trip per image.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ class RandFlipRotateBatch:
         n, height, width = image.shape[0], int(image.shape[2]), int(image.shape[3])
         flips, rotate, angles = self.draw(n)
         if cpu_kernels.runs_for(image) and label.dtype == image.dtype and label.device == image.device:
-            # on CPU, one pass of the C++ kernel (csrc/augment_cpu.cpp) for the whole batch: the same flips, the same
-            # grid_sample arithmetic in float64 coordinates, about 10x faster than the dozen passes below
+            # on CPU, one pass of the C++ kernel (networks/blocks/csrc/augment_cpu.cpp) for the whole batch: the same
+            # flips, grid_sample's arithmetic with float64 coordinates, about 3x faster than the dozen passes below
             theta = self.rotation_theta(angles, height, width)
             return tuple(torch.ops.egeunet_cpu.flip_rotate_batch(image, label, flips, rotate, theta))
         if flips.any():

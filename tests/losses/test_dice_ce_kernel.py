@@ -4,8 +4,6 @@ float32 sigmoids lose them, the same result on any number of threads, and MONAI'
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from monai.losses import DiceCELoss
@@ -13,16 +11,13 @@ from monai.losses import DiceCELoss
 from egeunet_monai.losses import EGEUNetLoss
 from egeunet_monai.losses.dice_ce_kernel import dice_ce_with_logits, kernel_computes
 from egeunet_monai.networks.blocks import cpu_kernels
+from tests.conftest import require_cpu_kernels
 
 
 @pytest.fixture(autouse=True)
 def kernels():
-    previous = cpu_kernels.set_enabled(True)
-    if not cpu_kernels.available():
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail("the C++ CPU kernels did not build; CI=true requires them")
-        pytest.skip("the C++ CPU kernels could not be built here (no C++ compiler or ninja?)")
-    yield
+    previous = cpu_kernels._state["enabled"]
+    yield require_cpu_kernels()
     cpu_kernels.set_enabled(previous)
 
 

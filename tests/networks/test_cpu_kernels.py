@@ -12,16 +12,13 @@ import torch.nn.functional as F
 
 from egeunet_monai.networks import EGEUNet
 from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, cpu_kernels, fused_ops
+from tests.conftest import require_cpu_kernels
 
 
 @pytest.fixture(scope="module", autouse=True)
 def kernels():
-    previous = cpu_kernels.set_enabled(True)
-    if not cpu_kernels.available():
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail("the C++ CPU kernels did not build; CI=true requires them (see the warning above)")
-        pytest.skip("the C++ CPU kernels could not be built here (no C++ compiler or ninja?)")
-    yield torch.ops.egeunet_cpu
+    previous = cpu_kernels._state["enabled"]
+    yield require_cpu_kernels()
     cpu_kernels.set_enabled(previous)
 
 

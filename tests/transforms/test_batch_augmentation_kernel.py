@@ -3,25 +3,20 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from egeunet_monai.networks.blocks import cpu_kernels
 from egeunet_monai.transforms import RandFlipRotateBatch
 
+from tests.conftest import require_cpu_kernels
 from test_batch_augmentation import _batch
 
 
 @pytest.fixture(autouse=True)
 def kernels():
     with cpu_kernels.enabled(True):
-        if not cpu_kernels.available():
-            if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-                pytest.fail("the C++ CPU kernels did not build; CI=true requires them")
-            pytest.skip("the C++ CPU kernels could not be built here")
-        yield
+        yield require_cpu_kernels()
 
 
 def test_the_kernel_and_the_pytorch_operators_agree():

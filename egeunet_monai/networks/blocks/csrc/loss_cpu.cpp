@@ -36,10 +36,10 @@ inline T dice_bce_grad(T x, T y, T p, T q, T A, T B, T C) {
   return A * error + p * q * (B * y + C);
 }
 
-// sums[0..3] += bce, p y, p, y over n elements
+// sums[0..3] += bce, p y, p, y over elements [begin, n)
 template <typename T>
-void dice_bce_block(const T* x, const T* y, int64_t n, double* sums) {
-  for (int64_t i = 0; i < n; ++i) {
+void dice_bce_sums_scalar(const T* x, const T* y, int64_t begin, int64_t n, double* sums) {
+  for (int64_t i = begin; i < n; ++i) {
     T bce, p, q;
     bce_and_sigmoid(x[i], bce, p, q);
     sums[0] += bce - x[i] * y[i];
@@ -50,12 +50,23 @@ void dice_bce_block(const T* x, const T* y, int64_t n, double* sums) {
 }
 
 template <typename T>
-void dice_bce_grad_block(const T* x, const T* y, T* g, int64_t n, T A, T B, T C) {
-  for (int64_t i = 0; i < n; ++i) {
+void dice_bce_grad_scalar(const T* x, const T* y, T* g, int64_t begin, int64_t n, T A, T B, T C) {
+  for (int64_t i = begin; i < n; ++i) {
     T bce, p, q;
     bce_and_sigmoid(x[i], bce, p, q);
     g[i] = dice_bce_grad(x[i], y[i], p, q, A, B, C);
   }
+}
+
+// the block functions the kernels call: the scalar loops, or AVX2 for float32 below
+template <typename T>
+void dice_bce_block(const T* x, const T* y, int64_t n, double* sums) {
+  dice_bce_sums_scalar(x, y, 0, n, sums);
+}
+
+template <typename T>
+void dice_bce_grad_block(const T* x, const T* y, T* g, int64_t n, T A, T B, T C) {
+  dice_bce_grad_scalar(x, y, g, 0, n, A, B, C);
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -118,14 +129,7 @@ void dice_bce_block<float>(const float* x, const float* y, int64_t n, double* su
     }
     for (int j = 0; j < 4; ++j) add_to_double(acc[j], sums[j]);
   }
-  for (; i < n; ++i) {
-    float bce, p, q;
-    bce_and_sigmoid(x[i], bce, p, q);
-    sums[0] += bce - x[i] * y[i];
-    sums[1] += p * y[i];
-    sums[2] += p;
-    sums[3] += y[i];
-  }
+  dice_bce_sums_scalar(x, y, i, n, sums);
 }
 
 template <>
@@ -140,11 +144,7 @@ void dice_bce_grad_block<float>(const float* x, const float* y, float* g, int64_
     const __m256 dice = _mm256_mul_ps(_mm256_mul_ps(p, q), _mm256_fmadd_ps(b, yv, c));
     _mm256_storeu_ps(g + i, _mm256_fmadd_ps(a, error, dice));
   }
-  for (; i < n; ++i) {
-    float bce, p, q;
-    bce_and_sigmoid(x[i], bce, p, q);
-    g[i] = dice_bce_grad(x[i], y[i], p, q, A, B, C);
-  }
+  dice_bce_grad_scalar(x, y, g, i, n, A, B, C);
 }
 #endif
 
