@@ -61,13 +61,13 @@ def require_shared_reference(*subpaths: str) -> Path:
 
 
 def require_cpu_kernels():
-    """Turn the C++ CPU kernels on and return ``torch.ops.egeunet_cpu``, building them if needed; skips the calling
-    test where they cannot be built (no C++ compiler or ninja), fails it when ``CI=true`` (CI builds them)."""
+    """``torch.ops.egeunet_cpu``, building the C++ CPU kernels if needed (call it with them enabled, e.g. inside
+    ``cpu_kernels.enabled(True)``); skips the calling test where they cannot be built (no C++ compiler or ninja),
+    fails it when ``CI=true`` (CI builds them)."""
     import torch
 
     from egeunet_monai.networks.blocks import cpu_kernels
 
-    cpu_kernels.set_enabled(True)
     if not cpu_kernels.available():
         reason = "the C++ CPU kernels could not be built here (no C++ compiler or ninja? see the warning above)"
         if _in_ci():

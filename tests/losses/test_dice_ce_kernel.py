@@ -16,9 +16,8 @@ from tests.conftest import require_cpu_kernels
 
 @pytest.fixture(autouse=True)
 def kernels():
-    previous = cpu_kernels._state["enabled"]
-    yield require_cpu_kernels()
-    cpu_kernels.set_enabled(previous)
+    with cpu_kernels.enabled(True):
+        yield require_cpu_kernels()
 
 
 def _inputs(dtype, shape=(3, 1, 37, 45), scale=4.0, soft=False, seed=0):

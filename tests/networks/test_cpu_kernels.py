@@ -17,9 +17,8 @@ from tests.conftest import require_cpu_kernels
 
 @pytest.fixture(scope="module", autouse=True)
 def kernels():
-    previous = cpu_kernels._state["enabled"]
-    yield require_cpu_kernels()
-    cpu_kernels.set_enabled(previous)
+    with cpu_kernels.enabled(True):
+        yield require_cpu_kernels()
 
 
 def _grads(fn, leaves, grad):

@@ -39,5 +39,7 @@ def test_the_kernel_names_bad_input():
     flips, rotate, theta = torch.zeros(2, 2, dtype=torch.bool), torch.ones(2, dtype=torch.bool), torch.zeros(2, 2, 3)
     with pytest.raises(RuntimeError, match="flip_rotate_batch: a mask batch of shape"):
         torch.ops.egeunet_cpu.flip_rotate_batch(image, label[:1], flips, rotate, theta)
+    with pytest.raises(RuntimeError, match="flip_rotate_batch: a Double mask batch for Float images"):
+        torch.ops.egeunet_cpu.flip_rotate_batch(image, label.double(), flips, rotate, theta)
     with pytest.raises(RuntimeError, match="flip_rotate_batch: need N x 2 flips"):
         torch.ops.egeunet_cpu.flip_rotate_batch(image, label, flips[:1], rotate, theta)

@@ -6,11 +6,11 @@ Three sources, one library (``torch.ops.egeunet_cpu``):
 - ``fused_cpu.cpp``, the network's operators under :mod:`fused_ops`: channel LayerNorm, 3x3 depth-wise convolution
   at any dilation, 2x2 max-pooling (forward and backward), GroupNorm's backward. One or two passes over cache-sized
   blocks where the PyTorch compositions make one pass over the whole tensor per operator: 1.8-7x faster each on one
-  thread of a 2-core EPYC, GroupNorm 1.03-1.2x (docs/benchmarks.md). PyTorch has no fused CPU kernel for a LayerNorm
-  over the channel axis of N x C x H x W or for dilated depth-wise convolutions (oneDNN runs those on a slow
-  reference path).
+  thread of a 2-core EPYC, GroupNorm 0.97-1.2x, no clear gain (docs/benchmarks.md). PyTorch has no fused CPU kernel
+  for a LayerNorm over the channel axis of N x C x H x W or for dilated depth-wise convolutions (oneDNN runs those on
+  a slow reference path).
 - ``loss_cpu.cpp``, the training loss (:mod:`egeunet_monai.losses.dice_ce_kernel`): Dice + binary cross-entropy on
-  logits in one pass forward and one backward per output, 2.8x MONAI's operators on the six outputs.
+  logits in one pass forward and one backward per output, 2.7-2.8x MONAI's operators on the six outputs.
 - ``augment_cpu.cpp``, the trainer's batch augmentation (:class:`~egeunet_monai.transforms.RandFlipRotateBatch`):
   flips and rotation of images and masks in one pass, about 3x the PyTorch operators.
 

@@ -2,10 +2,11 @@
 """Faster CPU versions of the operators that dominate an EGE-UNet training step, for ``EGEUNet(fused_ops=True)``.
 
 Two tiers. Where the C++ kernels of :mod:`cpu_kernels` build (float32/float64), max-pooling, the channel LayerNorm
-and the bridges' depth-wise convs run there, forward and backward, and GroupNorm's backward (the same results up to float rounding: 4e-7 on
-float32 outputs, 1e-13 relative in float64). Otherwise, or with ``cpu_kernels.set_enabled(False)``, the PyTorch
-compositions below run: each forward **bit-identical** to the operator it replaces, each backward the same gradient
-in fewer passes over memory (equal up to float rounding, first-maximum semantics of ``max_pool2d`` included). They exist
+and the bridges' depth-wise convs run there, forward and backward, and GroupNorm's backward (the same results up to
+float rounding: 4e-7 on float32 outputs, 1e-13 relative in float64). Otherwise, or with
+``cpu_kernels.set_enabled(False)``, the PyTorch compositions below run: each forward **bit-identical** to the
+operator it replaces, each backward the same gradient in fewer passes over memory (equal up to float rounding,
+first-maximum semantics of ``max_pool2d`` included). They exist
 because PyTorch's CPU kernels for these cases are slow for a network this small and this wide at full resolution:
 ``max_pool2d_with_indices`` (index bookkeeping), the backward of depth-wise and dilated depth-wise convolutions, the
 backward of bilinear upsampling (a scatter), and the dozen autograd nodes of a LayerNorm written out over the channel

@@ -66,10 +66,12 @@ std::tuple<at::Tensor, at::Tensor> flip_rotate_batch(const at::Tensor& image_in,
                                                      const at::Tensor& theta_in) {
   check_nchw(image_in, "flip_rotate_batch");
   check_nchw(mask_in, "flip_rotate_batch");
-  const auto image = image_in.contiguous(), mask = mask_in.contiguous().to(image.scalar_type());
+  const auto image = image_in.contiguous(), mask = mask_in.contiguous();
   const int64_t N = image.size(0), C = image.size(1), L = mask.size(1), H = image.size(2), W = image.size(3);
   TORCH_CHECK(mask.size(0) == N && mask.size(2) == H && mask.size(3) == W, "flip_rotate_batch: a mask batch of shape ",
               mask.sizes(), " for images of shape ", image.sizes());
+  TORCH_CHECK(mask.scalar_type() == image.scalar_type(), "flip_rotate_batch: a ", mask.scalar_type(),
+              " mask batch for ", image.scalar_type(), " images (the outputs keep each one's dtype)");
   const auto flips = flips_in.to(at::kBool).contiguous(), rotate = rotate_in.to(at::kBool).contiguous();
   const auto theta = theta_in.to(at::kDouble).contiguous();
   TORCH_CHECK(flips.numel() == 2 * N && rotate.numel() == N && theta.numel() == 6 * N,
