@@ -3,7 +3,6 @@ the same values and gradients as PyTorch's own operators, and a clear fall-back 
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
@@ -151,17 +150,6 @@ def test_a_failed_build_warns_and_falls_back(monkeypatch):
         x = torch.randn(1, 2, 4, 4, requires_grad=True)
         fused_ops.max_pool2x2(x).sum().backward()  # the PyTorch composition
     assert torch.equal(x.grad.sum((2, 3)), torch.full((1, 2), 4.0))
-
-
-def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    lock = tmp_path / "name" / "lock"
-    lock.parent.mkdir()
-    lock.touch()
-    assert cpu_kernels._build_directory("name") == lock.parent and lock.exists()  # a fresh lock: a build may be running
-    os.utime(lock, (lock.stat().st_atime, lock.stat().st_mtime - 3600))
-    cpu_kernels._build_directory("name")
-    assert not lock.exists()
 
 
 def test_kernels_keep_the_calling_threads_intra_op_count():

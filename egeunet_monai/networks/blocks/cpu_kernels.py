@@ -15,9 +15,13 @@ Three sources, one library (``torch.ops.egeunet_cpu``):
   flips and rotation of images and masks in one pass, about 3x the PyTorch operators.
 
 As MONAI does for its own C++ extensions (``monai._extensions``), the sources ship with the package and
-``torch.utils.cpp_extension`` compiles them once (about 30-60 s; cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``). Without a C++ compiler or ninja, or with ``EGEUNET_CPU_KERNELS=0``, each caller runs
-its PyTorch (or MONAI) operators instead (one warning says why).
+``torch.utils.cpp_extension`` compiles them once (about 30-60 s) into ``TORCH_EXTENSIONS_DIR`` (by default
+``~/.cache/torch_extensions``), in a folder named by a digest of what the library is built from
+(:func:`library_path`): the sources' contents, the compile flags, the torch version and build, the CPU's vector
+instructions and the Python ABI. Checkouts with the same sources share one build; changed sources get their own.
+Each build runs in a temporary folder of its own and the finished library is renamed into place, so processes
+building or loading at once never see a half-written file. Without a C++ compiler or ninja, or with
+``EGEUNET_CPU_KERNELS=0``, each caller runs its PyTorch (or MONAI) operators instead (one warning says why).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
+import shutil
+import sysconfig
+import tempfile
 import threading
 import time
 import warnings
@@ -35,46 +41,78 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "enabled", "runs_for", "set_enabled"]
+__all__ = ["available", "enabled", "library_path", "runs_for", "set_enabled"]
 
 CSRC = Path(__file__).parent / "csrc"
 # the network's operators, the training loss, the training augmentation: one library, torch.ops.egeunet_cpu
 SOURCES = [CSRC / "fused_cpu.cpp", CSRC / "loss_cpu.cpp", CSRC / "augment_cpu.cpp"]
+# a build takes about a minute: a temporary build folder older than this belongs to an interrupted build
+STALE_BUILD_S = 3600
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "enabled": os.environ.get("EGEUNET_CPU_KERNELS", "1").lower() not in ("0", "false", "no", "off")}
 logger = logging.getLogger(__name__)
 
 
 def _build_flags() -> list[str]:
-    # vector instructions only where PyTorch itself found them on this CPU; the build is named after them (and the
-    # torch version: the C++ ABI changes between releases), so a cache shared between machines never mixes builds
-    capability = torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3"]
     # the kernels split their loops with OpenMP pragmas (run by PyTorch's own OpenMP library): without -fopenmp they
     # would run on one thread
-    flags = ["-O3"] + (["-fopenmp"] if torch.backends.openmp.is_available() else [])
-    if capability in ("AVX2", "AVX512"):
+    if torch.backends.openmp.is_available():
+        flags.append("-fopenmp")
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # where PyTorch itself found them here
         flags += ["-mavx2", "-mfma"]
-    # torch rebuilds when a source or a flag changes, not a header: the headers' digest as a flag covers them
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(CSRC.glob("*.h")))).hexdigest()[:12]
-    return flags + [f"-DEGEUNET_HEADERS_{digest}"]
+    return flags
 
 
 def _extension_name() -> str:
-    version = re.sub(r"\W", "_", torch.__version__)
-    return f"egeunet_cpu_{version}_{torch.backends.cpu.get_cpu_capability().lower()}"
+    """``egeunet_cpu_<digest>`` of everything the library is built from, and nothing of where it lies."""
+    digest = hashlib.sha256()
+    for part in (
+        torch.__version__,
+        torch.version.git_version,  # two torch builds of one version (a CPU and a CUDA wheel) differ in ABI
+        torch.backends.cpu.get_cpu_capability(),
+        sysconfig.get_config_var("SOABI") or "",  # the library links libtorch_python: one build per Python ABI
+        os.environ.get("CXX", ""),  # torch.utils.cpp_extension compiles with $CXX where set
+        *_build_flags(),
+    ):
+        digest.update(part.encode() + b"\0")
+    for source in sorted([*CSRC.glob("*.cpp"), *CSRC.glob("*.h")]):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return f"egeunet_cpu_{digest.hexdigest()[:16]}"
 
 
-def _build_directory(name: str) -> Path:
-    """Where torch.utils.cpp_extension builds it (its own default place), made here so that a stale lock can go."""
+def library_path() -> Path:
+    """Where the finished library of these sources lies on this machine (or will, once built):
+    ``$TORCH_EXTENSIONS_DIR/egeunet_cpu_<digest>/egeunet_cpu_<digest>.so``."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
-    directory = root / name
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / "lock"
-    # a build interrupted (Ctrl-C, a killed job) leaves its lock, and torch would wait on it forever; a build
-    # takes well under a minute, so a lock older than ten minutes belongs to no running build
-    if lock.exists() and time.time() - lock.stat().st_mtime > 600:
-        lock.unlink(missing_ok=True)
-    return directory
+    name = _extension_name()
+    return root / name / f"{name}.so"
+
+
+def _build(target: Path) -> None:
+    """Compile and load the library in a temporary folder next to ``target``, then rename it to ``target``.
+
+    Two processes may build at once: each in its own folder, and the second rename replaces the first's identical
+    file (a process that loaded that one keeps it open). A loader finds either no file or a complete one.
+    """
+    from torch.utils.cpp_extension import load
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for old in target.parent.glob("tmp*"):  # left by an interrupted build (Ctrl-C, a killed job)
+        try:
+            if time.time() - old.stat().st_mtime > STALE_BUILD_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another process removed it first
+            pass
+    logger.info("egeunet_monai: building the C++ CPU kernels (once, about half a minute) into %s", target.parent)
+    folder = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        name = target.stem
+        sources = [str(p) for p in SOURCES]
+        load(name, sources, extra_cflags=_build_flags(), build_directory=str(folder), is_python_module=False)
+        os.replace(folder / f"{name}.so", target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def available() -> bool:
@@ -87,17 +125,11 @@ def available() -> bool:
     with _lock:  # two SplitBatchIteration threads may get here at once
         if _state["loaded"] is None:
             try:
-                from torch.utils.cpp_extension import load as build
-
-                logger.info("egeunet_monai: building the C++ CPU kernels (once, about half a minute)")
-                name = _extension_name()
-                build(
-                    name,
-                    sources=[str(p) for p in SOURCES],
-                    extra_cflags=_build_flags(),
-                    build_directory=str(_build_directory(name)),
-                    is_python_module=False,
-                )
+                target = library_path()
+                if target.is_file():
+                    torch.ops.load_library(str(target))
+                else:
+                    _build(target)
                 _state["loaded"] = True
             except Exception as e:  # no compiler, no ninja, read-only cache: the PyTorch compositions still work
                 warnings.warn(
