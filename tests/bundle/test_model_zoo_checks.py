@@ -39,8 +39,6 @@ from types import SimpleNamespace
 import pytest
 from bundle_helpers import REPO_ROOT, bundle_env, seed_mlflow_store
 
-pytestmark = pytest.mark.slow
-
 NAME = "egeunet_skin_lesion_segmentation"
 PACKAGE = "egeunet_monai"
 TIMEOUT_S = 1500  # about 2-3 minutes on an idle 2-core machine; a loaded one stretches that several times
@@ -195,6 +193,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                            python=_standalone_python(root / "venv"))
 
 
+@pytest.mark.slow
 def test_model_zoo_checks_without_the_package(zoo: SimpleNamespace, mlflow_db_template: Path):
     from egeunet_monai.data import generate_synthetic_dataset
 
@@ -289,6 +288,7 @@ MONAILABEL_TASK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_monailabel_runs_the_bundle_without_the_package(zoo: SimpleNamespace, tmp_path: Path):
     """MONAI Label 0.8.5's bundle inference task (as its monaibundle app makes it) loads the unpacked zip and
     segments an image, in a Python with the MONAI Label environment's packages but without ``egeunet_monai``.
@@ -386,6 +386,7 @@ EQUIVALENCE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_bundle_network_gives_the_package_outputs(zoo: SimpleNamespace, tmp_path: Path):
     """The bundle's network and loss with the released weights: the same logits, loss and gradients as the
     package's, bit for bit, with and without ``fused_ops`` (C++ kernels on where they build: the bundle's copy
@@ -433,3 +434,15 @@ def test_metadata_follows_the_model_zoo():
     # "background": the key is the lesion's value in the thresholded mask
     assert pred["channel_def"] == {"1": "skin lesion"}
     assert meta["schema"].endswith("/meta_schema_20240725.json")
+
+
+def test_card_has_the_commands():
+    """The bundle card's commands section: multi-GPU training and evaluation, and the ONNX export that
+    ``test_model_zoo_checks_without_the_package`` runs, word for word."""
+    card = (REPO_ROOT / "bundle" / "docs" / "README.md").read_text()
+    commands = card[card.index("## Commands"):]
+    assert "configs/multi_gpu_train.json" in commands and "configs/multi_gpu_evaluate.json" in commands
+    assert "TensorRT: not tested" in commands
+    flat = re.sub(r"\\\n\s*", "", commands)  # shell line continuations joined
+    for arg in ONNX_EXPORT:
+        assert (f'"{arg}"' if " " in arg else arg) in flat, f"the card's onnx_export lacks {arg}"
