@@ -3,8 +3,10 @@
 
 The bundle is put together from the repository, never kept twice in git:
 
-    configs/   -> <bundle>/configs/   (inference.json, train.json, metadata.json, ...)
-    bundle/    -> <bundle>/           (docs/README.md, LICENSE, data licence, ...; whatever exists)
+    configs/   -> <bundle>/configs/   (inference.json, train.json, metadata.json, ...; egeunet_monai.* -> scripts.*,
+                                       in the model zoo's JSON format)
+    egeunet_monai/ -> <bundle>/scripts/ (the modules the configs use and what they import)
+    bundle/    -> <bundle>/           (docs/README.md, LICENSE, data licence, ...; whatever exists but schema/)
     models/    -> <bundle>/models/    (model.pt, and model.ts when present: the weights you trained; without
                                        them, the released weights of bundle/models/ with their SHA256SUMS)
 
@@ -17,8 +19,14 @@ With ``--monailabel-app DIR`` the bundle is also placed into ``DIR/model/<name>/
 monailabel package is copied there first (from the MONAI Label venv made by
 ``scripts/setup_monailabel_env.sh``), exactly as ``monailabel apps --download --name monaibundle`` would.
 
-The network code is NOT shipped in the bundle's ``scripts/``: the bundle's configs import the installed
-``egeunet_monai`` package, which ``scripts/setup_monailabel_env.sh`` installs into the MONAI Label venv.
+The bundle stands alone: it runs with MONAI and published packages only (``required_packages_version`` of
+configs/metadata.json), as the MONAI model zoo requires. The code its configs call (the network, its blocks and
+the few helpers: readers, datalists, loss, metrics, handlers) is copied from the ``egeunet_monai`` package into the
+bundle's ``scripts/`` package at build time, import statements renamed ``egeunet_monai`` -> ``scripts``, and the
+bundle's configs name ``scripts.*`` instead of ``egeunet_monai.*`` (the model zoo's convention: MONAI, MONAI Label
+and the zoo's CI put the bundle root on ``sys.path``). The C++ sources of the CPU kernels go along; they compile on
+first CPU use where a compiler and ninja exist, else the PyTorch operators run (as in the package). Nothing of it is
+kept in git twice: edit the package and rebuild.
 
 Examples::
 
@@ -30,9 +38,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import ast
 import filecmp
 import json
 import os
+import re
 import shutil
 import sys
 import zipfile
@@ -41,6 +51,18 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "egeunet_skin_lesion_segmentation"
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints")
+# repository-only parts of bundle/: the offline copy of the model zoo's metadata schema (the zoo fetches its own)
+NOT_SHIPPED = ("schema",)
+
+PACKAGE = "egeunet_monai"
+BUNDLE_PACKAGE = "scripts"  # the model zoo's name for a bundle's own code, imported with the bundle root on sys.path
+# a dotted name under the package, as the configs' "_target_"s and "$" expressions write it
+PACKAGE_REFERENCE = re.compile(rf"\b{PACKAGE}(?!\w)((?:\.\w+)*)")
+PACKAGE_DATA = ("csrc",)  # folders of non-Python files a copied package needs (the C++ kernels' sources)
+COPY_HEADER = (
+    "# Copied from {source} by scripts/build_bundle.py (imports renamed {package} -> {bundle}): "
+    "edit the package, not this copy.\n"
+)
 
 # ids MONAI Label's BundleInferTask / BundleTrainTask (monailabel 0.8.5) read from the configs
 INFER_IDS = ("network_def", "bundle_root", "device", "preprocessing", "inferer", "postprocessing")
@@ -109,10 +131,14 @@ def check_monailabel_requirements(configs_dir: Path) -> list[str]:
         if not isinstance(shape, list) or len(shape) != 2:
             problems.append("metadata.json: the image's spatial_shape must have 2 elements (2-D model)")
     if outputs:
+        # MONAI Label's label map is {name: int(key)} of channel_def, "background" left out: the keys are the
+        # labels' values in the masks it shows and saves, and 0 is the background there
         channel_def = next(iter(outputs.values())).get("channel_def", {})
-        labels = [v for v in channel_def.values() if str(v).lower() != "background"]
+        labels = {k: v for k, v in channel_def.items() if str(v).lower() != "background"}
         if not labels:
             problems.append("metadata.json: the pred channel_def names no non-background label")
+        if any(not str(k).isdigit() or int(k) < 1 for k in labels):
+            problems.append(f"metadata.json: the pred channel_def's labels need mask values >= 1 as keys: {labels}")
 
     if train_path.is_file():
         train = _load_json(train_path)
@@ -122,9 +148,9 @@ def check_monailabel_requirements(configs_dir: Path) -> list[str]:
     return problems
 
 
-def _copy_tree_into(src: Path, dst: Path) -> None:
+def _copy_tree_into(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
     for item in sorted(src.iterdir()):
-        if IGNORED(str(src), [item.name]):
+        if IGNORED(str(src), [item.name]) or item.name in skip:
             continue
         target = dst / item.name
         if item.is_dir():
@@ -132,6 +158,151 @@ def _copy_tree_into(src: Path, dst: Path) -> None:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(item, target)
+
+
+def write_zoo_json(path: Path, data: object) -> None:
+    """``data`` as the model zoo's pre-commit hooks want it: 4-space indent, keys in their order, ASCII, final newline
+    (``pretty-format-json --no-sort-keys --indent=4`` and ``end-of-file-fixer``)."""
+    path.write_text(json.dumps(data, indent=4) + "\n", encoding="utf-8")
+
+
+def _module_path(package_dir: Path, module: str) -> Path | None:
+    """The source file of ``module`` (``egeunet_monai.a.b``) under ``package_dir``, or None if it is no module."""
+    parts = module.split(".")[1:]
+    base = package_dir.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _as_module(package_dir: Path, dotted: str) -> str | None:
+    """The longest prefix of ``dotted`` (``egeunet_monai.networks.nets.EGEUNet``) that is a module."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        if _module_path(package_dir, ".".join(parts[:end])) is not None:
+            return ".".join(parts[:end])
+    return None
+
+
+def _package_imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """The package's modules that ``module`` imports (at any depth: lazy imports inside functions count too)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the importing module's package
+                anchor = module.split(".") if is_package else module.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # "from pkg import submodule"
+    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+
+
+def config_references(configs_dir: Path) -> set[str]:
+    """Every ``egeunet_monai.*`` name the configs' ``_target_``s and ``$`` expressions use."""
+    names: set[str] = set()
+
+    def visit(node: object, key: str | None = None) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                visit(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                visit(v)
+        elif isinstance(node, str) and (key == "_target_" or node.startswith("$")):
+            names.update(PACKAGE + m[1] for m in PACKAGE_REFERENCE.finditer(node))
+
+    for path in sorted(configs_dir.glob("*.json")):
+        visit(_load_json(path))
+    return names
+
+
+def module_closure(references: set[str], package_dir: Path) -> list[str]:
+    """The package's modules the configs need: those they name, what these import, and their parent packages."""
+    todo = [PACKAGE]
+    for name in sorted(references):
+        module = _as_module(package_dir, name)
+        if module is None:
+            raise BundleError(f"the configs name {name}, which is no module of {package_dir}")
+        todo.append(module)
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:end]) for end in range(1, len(parts))]  # the parent packages run first
+        path = _module_path(package_dir, module)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        todo += [m for name in _package_imports(tree, module, path.name == "__init__.py")
+                 if (m := _as_module(package_dir, name)) is not None]
+    return sorted(seen)
+
+
+def rename_imports(source: str, filename: str = "<source>") -> str:
+    """``source`` with each absolute import of the package renamed to the bundle's ``scripts`` package; nothing
+    else changes (docstrings, log names and messages keep the package's name)."""
+    lines = source.splitlines(keepends=True)
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if not any(n == PACKAGE or n.startswith(PACKAGE + ".") for n in names):
+            continue
+        for i in range(node.lineno - 1, node.end_lineno):
+            lines[i] = re.sub(rf"\b{PACKAGE}\b", BUNDLE_PACKAGE, lines[i])
+    return "".join(lines)
+
+
+def copy_package_code(scripts_dir: Path, configs_dir: Path, package_dir: Path = REPO_ROOT / PACKAGE) -> list[str]:
+    """Write the package's modules that the configs need into ``scripts_dir`` (the bundle's ``scripts/``), with
+    their imports renamed; returns the modules copied."""
+    modules = module_closure(config_references(configs_dir), package_dir)
+    for module in modules:
+        source = _module_path(package_dir, module)
+        relative = source.relative_to(package_dir)
+        target = scripts_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        header = COPY_HEADER.format(source=f"{PACKAGE}/{relative.as_posix()}", package=PACKAGE, bundle=BUNDLE_PACKAGE)
+        target.write_text(header + rename_imports(source.read_text(encoding="utf-8"), str(source)), encoding="utf-8")
+        if source.name == "__init__.py":
+            for data in PACKAGE_DATA:
+                if (source.parent / data).is_dir():
+                    shutil.copytree(source.parent / data, target.parent / data, ignore=IGNORED, dirs_exist_ok=True)
+    return modules
+
+
+def bundle_config(config: object, key: str | None = None) -> object:
+    """A config with its ``_target_``s and ``$`` expressions naming ``scripts.*`` instead of ``egeunet_monai.*``."""
+    if isinstance(config, dict):
+        return {k: bundle_config(v, k) for k, v in config.items()}
+    if isinstance(config, list):
+        return [bundle_config(v) for v in config]
+    if isinstance(config, str) and (key == "_target_" or config.startswith("$")):
+        return PACKAGE_REFERENCE.sub(lambda m: BUNDLE_PACKAGE + m[1], config)
+    return config
+
+
+def write_bundle_configs(configs_dir: Path, target: Path) -> None:
+    """The repository's configs, pointed at the bundle's ``scripts/``, in the model zoo's JSON format; other files
+    (logging.conf) as they are."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in sorted(configs_dir.iterdir()):
+        if IGNORED(str(configs_dir), [item.name]) or not item.is_file():
+            continue
+        if item.suffix == ".json":
+            write_zoo_json(target / item.name, bundle_config(_load_json(item)))
+        else:
+            shutil.copy2(item, target / item.name)
 
 
 def assemble(
@@ -143,6 +314,7 @@ def assemble(
     weights: Path | None = None,
     allow_missing_weights: bool = False,
     check: bool = True,
+    package_dir: Path = REPO_ROOT / PACKAGE,
 ) -> Path:
     """Build ``out_dir/name`` and return its path."""
     if not configs_dir.is_dir():
@@ -161,11 +333,11 @@ def assemble(
 
     # bundle/ first (docs, licences, maybe extra configs), then configs/ on top: configs/ is the source of truth
     if bundle_dir.is_dir():
-        _copy_tree_into(bundle_dir, target)
+        _copy_tree_into(bundle_dir, target, skip=NOT_SHIPPED)
     else:
         print(f"note: {bundle_dir} does not exist; the bundle gets no docs/LICENSE from it", file=sys.stderr)
-    (target / "configs").mkdir(exist_ok=True)
-    _copy_tree_into(configs_dir, target / "configs")
+    write_bundle_configs(configs_dir, target / "configs")
+    copy_package_code(target / BUNDLE_PACKAGE, configs_dir, package_dir)
 
     models_out = target / "models"
     models_out.mkdir(exist_ok=True)

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = {k: [{"id": it["id"], "source": it.get("source", "")} for it in split[k]] for k in ("training", "validation")}
     ids.update({k: split[k] for k in ("seed", "val_fraction") if k in split})
     (dest / "splits").mkdir(exist_ok=True)
-    (dest / "splits" / f"{args.split_name}.json").write_text(json.dumps(ids, indent=1) + "\n")
+    # in the model zoo's JSON format (4-space indent, final newline), as tests/bundle/test_model_zoo_checks.py checks
+    (dest / "splits" / f"{args.split_name}.json").write_text(json.dumps(ids, indent=4) + "\n")
     print(sums, end="")
     return 0
 
