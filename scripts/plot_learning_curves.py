@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:
+    sys.exit("matplotlib is not installed: pip install 'egeunet-monai[plot]'")
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,6 +1,6 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""The ``egeunet-monai`` command: ``predict``, ``serve``, and shortcuts to the bundle's ``train``, ``evaluate``
-and ``export``.
+"""The ``egeunet-monai`` command: ``predict``, ``serve``, shortcuts to the bundle's ``train``, ``evaluate`` and
+``export``, and ``bundle`` (writes the packaged bundle out, to edit its configs).
 
 argparse rather than ``fire`` (a dependency already used by ``monai.bundle``): argparse gives each subcommand a
 ``--help`` with a usage line, typed options and an examples section, ``--flag`` booleans and several positional
@@ -11,6 +11,7 @@ paths, whereas fire derives the help from a signature, parses arguments as Pytho
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import subprocess
 import sys
@@ -26,6 +27,7 @@ examples:
   egeunet-monai train --dataset_dir ../shared/data/ph2 --max_epochs 50
   egeunet-monai evaluate --dataset_dir ../shared/data/ph2
   egeunet-monai export --onnx
+  egeunet-monai bundle --out my_bundle/  # the bundle's configs and released weights, to edit
 
 Run `egeunet-monai COMMAND --help` for the options of each command.
 """
@@ -76,6 +78,9 @@ Any other argument goes to the bundle unchanged (e.g. --dataset_dir, --ckpt_path
 examples:
   egeunet-monai evaluate --dataset_dir ../shared/data/ph2
   egeunet-monai evaluate --dataset_dir ../shared/data/ph2 --ckpt_path runs/release/models/model.pt
+
+With --dataset_dir or --datalist_file and no --ckpt_path, it evaluates the weights predict uses by default
+(models/model.pt, else the released weights); on the synthetic default, the model the synthetic training wrote.
 """
 
 _EXAMPLES_EXPORT = """\
@@ -92,6 +97,31 @@ examples:
 """
 
 
+_EXAMPLES_BUNDLE = """\
+examples:
+  egeunet-monai bundle --out my_bundle/
+  egeunet-monai predict photos/ --out masks/ --bundle-root my_bundle/    # with my_bundle/configs/, edited
+  python -m monai.bundle run --config_file my_bundle/configs/inference.json --bundle_root my_bundle \\
+      --input_path photos/ --output_dir masks/
+
+writes, in --out: configs/ (inference, train, evaluate, multi-GPU, metadata, logging), models/ (the released
+model.pt, model.ts and their SHA256SUMS), docs/ (the model card and the data licence) and LICENSE: the MONAI bundle
+that ships inside the package. Given --bundle-root DIR, the commands read DIR/configs/ instead of the packaged
+configs (an installed package: also when run from DIR).
+"""
+
+# extras of pyproject.toml: the modules each needs
+EXTRAS = {"viewer": ("starlette", "uvicorn"), "onnx": ("onnx", "onnxruntime", "onnxscript")}
+
+
+def missing_extra(extra: str) -> str | None:
+    """A message naming the extra to install when a module of ``extra`` is not installed, else None."""
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return f"{', '.join(missing)} not installed: pip install 'egeunet-monai[{extra}]'"
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Examples shown as written (the defaults are in each option's help)."""
 
@@ -101,7 +131,8 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
         "--bundle-root",
         type=Path,
         default=None,
-        help="the bundle folder holding configs/ (default: this checkout's root)",
+        help="the bundle folder: models/ and runs/ are read and written there, its configs/ replace the packaged "
+        "ones (default: this checkout's root, else the current folder)",
     )
 
 
@@ -154,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu, cuda:0... (default: CUDA when available)")
     _add_common(s)
 
+    w = subs.add_parser(
+        "bundle",
+        help="write the MONAI bundle (configs, released weights, model card) into a folder, to edit",
+        description="Write the MONAI bundle that ships inside the package into a folder.",
+        epilog=_EXAMPLES_BUNDLE,
+        formatter_class=_Formatter,
+    )
+    w.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if needed)")
+    w.add_argument("--overwrite", action="store_true", help="replace the bundle's files already in --out")
+
     for name, help_text, epilog in (
         ("train", "train the bundle (python -m monai.bundle run training)", _EXAMPLES_TRAIN),
         ("evaluate", "evaluate a checkpoint (python -m monai.bundle run evaluating)", _EXAMPLES_EVALUATE),
@@ -177,16 +218,28 @@ def _bundle_root(args: argparse.Namespace) -> Path:
     return (args.bundle_root or default_bundle_root()).resolve()
 
 
+def _given(extra: Sequence[str], option: str) -> bool:
+    """Whether the bundle arguments set ``option`` (``--x v`` or ``--x=v``)."""
+    return any(a == option or a.startswith(option + "=") for a in extra)
+
+
 def bundle_command(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     """The ``python -m monai.bundle ...`` command line that ``train``, ``evaluate`` or ``export`` stand for."""
+    from egeunet_monai.resources import configs_dir
+
     root = _bundle_root(args)
-    configs = root / "configs"
+    configs = configs_dir(root)
     cmd = [sys.executable, "-m", "monai.bundle"]
     if args.command == "train":
         cmd += ["run", "training", "--config_file", str(configs / "train.json")]
     elif args.command == "evaluate":
         files = [str(configs / "train.json"), str(configs / "evaluate.json")]
         cmd += ["run", "evaluating", "--config_file", repr(files)]
+        if (_given(extra, "--dataset_dir") or _given(extra, "--datalist_file")) and not _given(extra, "--ckpt_path"):
+            from egeunet_monai.engines import default_weights
+
+            # evaluate.json's default is <ckpt_dir>/model.pt, which an installed package has not got
+            cmd += ["--ckpt_path", default_weights(str(root))]
     else:
         onnx = args.onnx
         ckpt = args.ckpt or root / "models" / "model.pt"
@@ -203,6 +256,10 @@ def bundle_command(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
 
 
 def _run_bundle(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    problem = missing_extra("onnx") if args.command == "export" and args.onnx else None
+    if problem:
+        print(f"egeunet-monai export --onnx: error: {problem}", file=sys.stderr)
+        return 2
     cmd = bundle_command(args, extra)
     print("$ " + shlex.join(cmd), flush=True)
     if args.dry_run:
@@ -215,6 +272,8 @@ def _run_bundle(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _make_predictor(args: argparse.Namespace, **kwargs):
     from egeunet_monai.inference import LesionPredictor
 
+    if args.weights is not None:
+        print(f"weights: {args.weights} (given with --weights)", flush=True)
     try:
         return LesionPredictor(
             weights=args.weights, bundle_root=_bundle_root(args), device=args.device, **kwargs
@@ -225,6 +284,10 @@ def _make_predictor(args: argparse.Namespace, **kwargs):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    problem = missing_extra("viewer")
+    if problem:
+        print(f"egeunet-monai serve: error: {problem}", file=sys.stderr)
+        return 2
     from egeunet_monai.viewer import serve
 
     predictor = _make_predictor(args)
@@ -244,6 +307,18 @@ def _predict(args: argparse.Namespace) -> int:
     return run_predict(predictor, args.inputs, args.out, overlay=args.overlay, progress=not args.no_progress)
 
 
+def _write_bundle(args: argparse.Namespace) -> int:
+    from egeunet_monai.resources import write_bundle
+
+    try:
+        out = write_bundle(args.out, overwrite=args.overwrite)
+    except (FileExistsError, FileNotFoundError, RuntimeError) as err:
+        print(f"egeunet-monai bundle: error: {err}", file=sys.stderr)
+        return 2
+    print(f"Wrote the bundle into {out}: edit {out / 'configs'}, then give the commands --bundle-root {out}.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``egeunet-monai`` console script; returns the exit code."""
     parser = build_parser()
@@ -257,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "predict":
         return _predict(args)
+    if args.command == "bundle":
+        return _write_bundle(args)
     return _serve(args)
 
 

@@ -1,4 +1,10 @@
-from .checkpoints import default_weights, latest_checkpoint, resume_checkpoint, tracking_run_name
+from .checkpoints import (
+    default_weights,
+    latest_checkpoint,
+    resume_checkpoint,
+    tracking_run_name,
+    trained_on_synthetic_data,
+)
 from .prepare_batch import PrepareBatchAugmented
 from .split_batch import SplitBatchIteration
 
@@ -9,4 +15,5 @@ __all__ = [
     "latest_checkpoint",
     "resume_checkpoint",
     "tracking_run_name",
+    "trained_on_synthetic_data",
 ]

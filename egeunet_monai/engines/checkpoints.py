@@ -1,13 +1,17 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""Finding the checkpoint to resume training from, and naming the MLflow run it continues."""
+"""Finding the checkpoint to resume training from, naming the MLflow run it continues, and the weights inference
+uses by default."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 
-__all__ = ["default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name"]
+__all__ = [
+    "default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name", "trained_on_synthetic_data",
+]
 
 _EPOCH_CHECKPOINT = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
 
@@ -48,15 +52,41 @@ def tracking_run_name(output_dir: str, resume: bool, run_name: str | None = None
     return run_name
 
 
+def trained_on_synthetic_data(datalist: list[dict], synthetic_dir: str) -> bool:
+    """Whether every image of ``datalist`` lies in ``synthetic_dir``: a training on the synthetic quick-start data
+    (configs/train.json then keeps its model under ``runs/``, out of the way of :func:`default_weights`). A
+    ``--dataset_dir``, a ``--datalist_file`` or the datalist that MONAI Label passes in gives False."""
+    folder = os.path.abspath(synthetic_dir) + os.sep
+    return all(os.path.abspath(d["image"]).startswith(folder) for d in datalist)
+
+
+def _listed_in_checksums(path: str) -> bool:
+    """Whether ``path`` matches its entry in the ``SHA256SUMS`` beside it (the released weights ship with one; a
+    training that writes over them leaves a mismatch)."""
+    sums = os.path.join(os.path.dirname(path), "SHA256SUMS")
+    if not os.path.isfile(sums):
+        return False
+    with open(sums, encoding="utf-8") as f:  # sha256sum's format: "<digest>  <name>" per line
+        listed = {parts[1]: parts[0] for parts in map(str.split, f) if len(parts) == 2}
+    with open(path, "rb") as f:
+        return listed.get(os.path.basename(path)) == hashlib.sha256(f.read()).hexdigest()
+
+
 def default_weights(bundle_root: str) -> str:
-    """The weights inference uses when none are given: the bundle's own ``models/model.pt`` (what training
-    writes, and what a packaged bundle ships), else the released weights kept in the repository's ``bundle/``."""
-    for candidate in ("models/model.pt", "bundle/models/model.pt"):
-        path = os.path.join(bundle_root, candidate)
-        if os.path.isfile(path):
-            print(f"weights: {path}")
-            return path
-    raise FileNotFoundError(
-        f"no weights in {bundle_root}/models/model.pt or {bundle_root}/bundle/models/model.pt: train the bundle "
-        "first, or pass --ckpt_path PATH."
-    )
+    """The weights inference uses when none are given, printed with the reason: ``<bundle_root>/models/model.pt``
+    when there is one (what training on your own data writes, or the released weights of a bundle written out with
+    ``egeunet-monai bundle``), else the released weights that ship with the package (``bundle/models/model.pt`` in
+    the repository). A training on the synthetic default writes its model to ``runs/synthetic_model/`` instead, so
+    the quick start never replaces the released weights unasked."""
+    own = os.path.join(bundle_root, "models", "model.pt")
+    if not os.path.isfile(own):
+        from egeunet_monai.resources import released_weights
+
+        path = str(released_weights())
+        why = f"released weights; no models/model.pt trained on your data in {bundle_root}"
+    elif _listed_in_checksums(own):
+        path, why = own, "released weights"
+    else:
+        path, why = own, "your model, trained on your data; --weights or --ckpt_path picks other weights"
+    print(f"weights: {path} ({why})", flush=True)
+    return path

@@ -28,8 +28,9 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
 
 
 def default_bundle_root() -> Path:
-    """The folder that holds ``configs/inference.json``: the repository root for a source checkout (the package
-    lives in ``<root>/egeunet_monai``), else the current folder."""
+    """The bundle root that commands read ``models/model.pt`` from and write ``runs/`` into: the repository root
+    for a source checkout (the package lives in ``<root>/egeunet_monai``), else the current folder (an installed
+    package; its configs are then the packaged ones, see :func:`egeunet_monai.resources.configs_dir`)."""
     checkout = Path(__file__).resolve().parents[2]
     if (checkout / "configs" / "inference.json").is_file():
         return checkout
@@ -133,8 +134,8 @@ class LesionPredictor:
     Weights: a ``.pt``/``.pth`` checkpoint is loaded into the config's ``network`` by the config's own
     ``CheckpointLoader`` handler; ``.ts`` is a TorchScript module (``torch.jit.load``, as written by the bundle's
     ``ckpt_export``); ``.onnx`` runs with ONNX Runtime (the ``onnx`` extra). ``None`` uses the config's
-    ``ckpt_path`` (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released
-    ``bundle/models/model.pt``).
+    ``ckpt_path`` (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released weights),
+    printed with the reason.
 
     :meth:`predict` may be called from several threads: each call works on its own data, and the calls are
     serialised by a lock (one image at a time keeps memory bounded on a small machine, and the model already uses
@@ -142,8 +143,8 @@ class LesionPredictor:
 
     Args:
         weights: model weights, or ``None`` for the bundle's default.
-        bundle_root: the bundle folder (``configs/inference.json`` inside); default :func:`default_bundle_root`.
-        config_file: the inference config; default ``<bundle_root>/configs/inference.json``.
+        bundle_root: the bundle folder (``models/model.pt`` inside, when trained); default :func:`default_bundle_root`.
+        config_file: the inference config; default ``<bundle_root>/configs/inference.json``, else the packaged one.
         output_dir: where the bundle's ``SaveImaged`` writes the masks; default a new temporary folder.
         save_probabilities: also write ``<id>_prob.png`` (probability x 255).
         device: ``"cpu"``, ``"cuda:0"``...; default the config's (CUDA when available).
@@ -165,7 +166,11 @@ class LesionPredictor:
 
         self._as_discrete = AsDiscreted
         root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
-        config_file = Path(config_file) if config_file is not None else root / "configs" / "inference.json"
+        if config_file is None:
+            from egeunet_monai.resources import configs_dir
+
+            config_file = configs_dir(root) / "inference.json"
+        config_file = Path(config_file)
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
         self.output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="egeunet_"))

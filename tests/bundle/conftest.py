@@ -42,23 +42,27 @@ def synthetic_evaluated(synthetic_trained: SimpleNamespace) -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def synthetic_inferred(synthetic_trained: SimpleNamespace) -> SimpleNamespace:
-    """Inference with models/model.pt on the synthetic images (the default input), then ``ckpt_export`` to
-    models/model.ts and inference again with the TorchScript module instead of the network and its checkpoint."""
+    """Inference with the synthetic training's model (runs/synthetic_model/model.pt, asked for with --ckpt_path: by
+    default inference keeps the released weights) on the synthetic images (the default input), then ``ckpt_export``
+    to runs/synthetic_model/model.ts and inference again with the TorchScript module instead of the network and its
+    checkpoint."""
     root = synthetic_trained.root
+    synthetic_trained.model = root / "runs" / "synthetic_model" / "model.pt"
     synthetic_trained.infer = check_ok(
-        run_bundle("run", "--config_file", INFERENCE, "--bundle_root", root, log_file=root / "infer.log")
+        run_bundle("run", "--config_file", INFERENCE, "--bundle_root", root, "--ckpt_path", synthetic_trained.model,
+                   log_file=root / "infer.log")
     )
     synthetic_trained.predictions = root / "predictions"
     synthetic_trained.inputs = root / "runs" / "synthetic_data" / "images"
     synthetic_trained.export = check_ok(
-        run_bundle("ckpt_export", "network_def", "--filepath", root / "models" / "model.ts",
-                   "--ckpt_file", root / "models" / "model.pt", "--meta_file", "configs/metadata.json",
+        run_bundle("ckpt_export", "network_def", "--filepath", synthetic_trained.model.with_suffix(".ts"),
+                   "--ckpt_file", synthetic_trained.model, "--meta_file", "configs/metadata.json",
                    "--config_file", INFERENCE, "--bundle_root", root, log_file=root / "export.log")
     )
     # a bundle root holding the TorchScript file only: no model.pt that the inference could fall back on
     ts_root = root.parent / "synthetic_bundle_ts"
     (ts_root / "models").mkdir(parents=True)
-    shutil.copyfile(root / "models" / "model.ts", ts_root / "models" / "model.ts")
+    shutil.copyfile(synthetic_trained.model.with_suffix(".ts"), ts_root / "models" / "model.ts")
     ts_path = ts_root / "models" / "model.ts"
     synthetic_trained.infer_ts = check_ok(
         run_bundle("run", "--config_file", INFERENCE, "--bundle_root", ts_root,

@@ -1,6 +1,7 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
 """The README's chain on the synthetic default: train (bare command, a few epochs) -> evaluate -> infer ->
-``ckpt_export`` -> infer with the TorchScript module; then the MLflow run read back from the sqlite store."""
+``ckpt_export`` -> infer with the TorchScript module; then the MLflow run read back from the sqlite store, and the
+weights inference picks by default after it (the released ones) and after a training on real data (that model)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import dice, epoch_log_lines, metric_steps, mlflow_client, read_mask, training_runs
+from bundle_helpers import REPO_ROOT, dice, epoch_log_lines, metric_steps, mlflow_client, read_mask, training_runs
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,7 @@ def test_training_writes_model_checkpoint_and_split(synthetic_trained):
     root, epochs = synthetic_trained.root, synthetic_trained.epochs
     out = synthetic_trained.train.output
     assert "Setting logging properties based on config: configs/logging.conf" in out  # picked up with no flag
+    assert "Detected deprecated name" not in out  # MONAI's warning about metadata.json's optional_packages_version
     assert [(e, i) for e, _, i, _ in epoch_log_lines(out)] == [
         (e, i) for e in range(1, epochs + 1) for i in range(1, ITERS_PER_EPOCH + 1)
     ]
@@ -73,7 +75,9 @@ def test_training_writes_model_checkpoint_and_split(synthetic_trained):
 
     from egeunet_monai.networks.nets import EGEUNet
 
-    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    # the synthetic default keeps its model under runs/: models/model.pt is for a model trained on real data
+    assert not (root / "models" / "model.pt").exists()
+    state = torch.load(root / "runs" / "synthetic_model" / "model.pt", map_location="cpu", weights_only=True)
     net = EGEUNet(in_channels=3, out_channels=1, channels=[8, 16, 24, 32, 48, 64], deep_supervision=True)
     net.load_state_dict(state.get("model", state))
 
@@ -142,8 +146,9 @@ def test_inference_writes_one_binary_mask_per_image_at_its_size(synthetic_inferr
 
 
 def test_torchscript_export_gives_the_same_masks(synthetic_inferred):
-    assert f"exported to file: {synthetic_inferred.root / 'models' / 'model.ts'}" in synthetic_inferred.export.output
-    ts = torch.jit.load(str(synthetic_inferred.root / "models" / "model.ts"), map_location="cpu")
+    exported = synthetic_inferred.model.with_suffix(".ts")
+    assert f"exported to file: {exported}" in synthetic_inferred.export.output
+    ts = torch.jit.load(str(exported), map_location="cpu")
     assert isinstance(ts, torch.jit.ScriptModule)
     pt_masks = sorted(synthetic_inferred.predictions.glob("*_mask.png"))
     ts_masks = sorted(synthetic_inferred.ts_predictions.glob("*_mask.png"))
@@ -190,5 +195,29 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.pt", "datalist_split.json"} <= artifacts, artifacts
     local = client.download_artifacts(run.info.run_id, "model.pt", str(root / "downloaded"))
-    assert Path(local).read_bytes() == (root / "models" / "model.pt").read_bytes()  # the best checkpoint
+    assert Path(local).read_bytes() == (root / "runs" / "synthetic_model" / "model.pt").read_bytes()  # the best
+
+
+def test_after_the_synthetic_quick_start_inference_keeps_the_released_weights(synthetic_trained, capsys):
+    from egeunet_monai.engines import default_weights
+    from egeunet_monai.resources import released_weights
+
+    released = str(released_weights())
+    assert released == str(REPO_ROOT / "bundle" / "models" / "model.pt")
+    assert default_weights(str(synthetic_trained.root)) == released
+    assert capsys.readouterr().out == (
+        f"weights: {released} (released weights; no models/model.pt trained on your data in {synthetic_trained.root})\n"
+    )
+
+
+def test_after_a_training_on_real_data_inference_uses_that_model(real_bundle, capsys):
+    """``--dataset_dir`` (the real_bundle fixture): the trained model replaces the released weights by default, and the
+    bare inference command said so."""
+    from egeunet_monai.engines import default_weights
+
+    own = str(real_bundle.root / "models" / "model.pt")
+    assert default_weights(str(real_bundle.root)) == own
+    line = f"weights: {own} (your model, trained on your data; --weights or --ckpt_path picks other weights)"
+    assert capsys.readouterr().out == line + "\n"
+    assert line in real_bundle.infer.output
 

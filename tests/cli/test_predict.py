@@ -18,7 +18,7 @@ from egeunet_monai.cli.predict import CSV_COLUMNS, CSV_NAME, collect_inputs
 from egeunet_monai.inference import ONNX_INSTALL_HINT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("predict", "serve", "train", "evaluate", "export")
+SUBCOMMANDS = ("predict", "serve", "train", "evaluate", "export", "bundle")
 
 
 def _rows(out_dir) -> dict[str, dict]:
@@ -139,10 +139,10 @@ def test_top_level_help_lists_every_subcommand():
         (["train", "--max_epochs", "2"],
          ["run", "training", "--config_file", f"{REPO_ROOT}/configs/train.json", "--bundle_root", str(REPO_ROOT),
           "--max_epochs", "2"]),
-        (["evaluate", "--dataset_dir", "d"],
+        (["evaluate", "--dataset_dir", "d", "--ckpt_path", "m.pt"],
          ["run", "evaluating", "--config_file",
           repr([f"{REPO_ROOT}/configs/train.json", f"{REPO_ROOT}/configs/evaluate.json"]),
-          "--bundle_root", str(REPO_ROOT), "--dataset_dir", "d"]),
+          "--bundle_root", str(REPO_ROOT), "--dataset_dir", "d", "--ckpt_path", "m.pt"]),
         (["export"],
          ["ckpt_export", "network_def", "--filepath", f"{REPO_ROOT}/models/model.ts",
           "--ckpt_file", f"{REPO_ROOT}/models/model.pt", "--meta_file", f"{REPO_ROOT}/configs/metadata.json",
@@ -157,6 +157,26 @@ def test_top_level_help_lists_every_subcommand():
 def test_shortcuts_stand_for_the_bundle_commands(argv, expected):
     args, extra = build_parser().parse_known_args(argv)
     assert bundle_command(args, extra) == [sys.executable, "-m", "monai.bundle", *expected]
+
+
+def test_evaluate_on_real_data_gets_the_default_weights_and_says_which(capsys):
+    """Without --ckpt_path, the weights predict uses (evaluate.json's models/model.pt may not exist, e.g. in an
+    installed package); on the synthetic default, the synthetic training's model that the config names."""
+    from egeunet_monai.engines import default_weights
+
+    args, extra = build_parser().parse_known_args(["evaluate", "--dataset_dir=d"])
+    cmd = bundle_command(args, extra)
+    printed = capsys.readouterr().out
+    assert printed.startswith("weights: ") and printed.count("\n") == 1
+    assert cmd[cmd.index("--ckpt_path") + 1] == default_weights(str(REPO_ROOT))
+    args, extra = build_parser().parse_known_args(["evaluate"])
+    assert "--ckpt_path" not in bundle_command(args, extra)
+
+
+def test_serve_without_the_viewer_extra_names_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` fails, find_spec finds nothing
+    assert main(["serve"]) == 2
+    assert "uvicorn not installed: pip install 'egeunet-monai[viewer]'" in capsys.readouterr().err
 
 
 def test_dry_run_prints_the_command_and_runs_nothing(capsys):

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
 from torch import nn
 
 from egeunet_monai.networks.blocks import GroupAggregationBridge, GroupedMultiAxisHadamardAttention, GroupNorm
 from egeunet_monai.networks.blocks import fused_ops as ops
+
+if TYPE_CHECKING:
+    from monai.networks.blocks import Convolution
 
 __all__ = ["EGEUNet", "EgeUNet", "check_input_shape"]
 
@@ -32,6 +35,10 @@ def check_input_shape(x: torch.Tensor, in_channels: int, size_divisor: int) -> t
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> Convolution:
+    # imported when a network is built, not with the module: `import monai` also imports every optional package
+    # MONAI knows that is installed (MLflow, matplotlib...), which `import egeunet_monai.networks` should not cost
+    from monai.networks.blocks import Convolution
+
     return Convolution(2, in_channels, out_channels, kernel_size=3, conv_only=True)
 
 
