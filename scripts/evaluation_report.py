@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from egeunet_monai.data import DermoscopyImageReader, pair_images_and_masks  # noqa: E402
 from egeunet_monai.engines import default_weights  # noqa: E402
+from egeunet_monai.inference import load_photo  # noqa: E402
 from egeunet_monai.metrics import per_image_scores, pooled_metrics  # noqa: E402
 from egeunet_monai.visualize import draw_overlay, overlay_sheet  # noqa: E402
 
@@ -99,7 +100,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         pred_orig = (back >= args.threshold).float()
         mask_orig = load_mask(item["label"]).float()
 
-        row = {"id": item["id"], "source": item["source"], "height": int(mask_orig.shape[-1]), "width": int(mask_orig.shape[-2])}
+        height, width = mask_orig.shape[-2:]
+        row = {"id": item["id"], "source": item["source"], "height": int(height), "width": int(width)}
         for res, (p, y) in {"256": (pred256, label256), "original": (pred_orig, mask_orig)}.items():
             p, y = p[None].bool(), (y[None] > 0.5)
             tp, fp, fn = int((p & y).sum()), int((p & ~y).sum()), int((~p & y).sum())
@@ -111,9 +113,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                 row[f"{k}_{res}"] = round(float(v[0]), 5)
         rows.append(row)
         if len(overlays) < args.overlays:
-            photo = np.asarray(Image.open(item["image"]).convert("RGB"))
-            to_hw = lambda t: t[0].numpy().T > 0.5  # noqa: E731  (C, W, H) -> (H, W)
-            overlays.append(draw_overlay(photo, to_hw(pred_orig), to_hw(mask_orig)))
+            # the bundle's reader keeps rows first: masks are (1, H, W), as the photo (EXIF orientation applied)
+            pred_hw, mask_hw = pred_orig[0].numpy() > 0.5, mask_orig[0].numpy() > 0.5
+            overlays.append(draw_overlay(load_photo(item["image"]), pred_hw, mask_hw))
             titles.append(f"{item['id']} Dice {row['dice_original']:.3f}")
 
     summary: dict = {"weights": str(weights), "images": len(rows), "by_source": {}}

@@ -1,5 +1,6 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""Dermoscopy data: a checked MONAI image reader, datalists from dataset folders, a synthetic dataset."""
+"""Dermoscopy data: a checked MONAI image reader and its PNG writer, datalists from dataset folders, a synthetic
+dataset."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from egeunet_monai.data.datalist import (
 from egeunet_monai.data.errors import DermoscopyInputError, DermoscopyInputWarning
 from egeunet_monai.data.reader import DEFAULT_MAX_PIXELS, DermoscopyImageReader, is_mask_path, oriented_size
 from egeunet_monai.data.synthetic import ensure_dataset_dir, generate_synthetic_dataset
+from egeunet_monai.data.writer import RowsFirstPILWriter
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -24,6 +26,7 @@ __all__ = [
     "DermoscopyImageReader",
     "DermoscopyInputError",
     "DermoscopyInputWarning",
+    "RowsFirstPILWriter",
     "build_datalists",
     "ensure_dataset_dir",
     "generate_synthetic_dataset",

@@ -264,14 +264,24 @@ class _FailedRead:
 class DermoscopyImageReader(PILReader):
     """Read dermoscopy photographs (RGB) and lesion masks (0/1), with checks that name the faulty file.
 
-    A :class:`monai.data.PILReader` (same axis convention, ``reverse_indexing=True`` by default, and the same
-    metadata: ``spatial_shape``, ``original_channel_dim``...), so ``LoadImaged``, ``Invertd`` and ``SaveImage``
-    work as with MONAI's own reader. One instance serves both keys of a dictionary pipeline::
+    A :class:`monai.data.PILReader` (the same metadata: ``spatial_shape``, ``original_channel_dim``...), so
+    ``LoadImaged``, ``Invertd`` and ``SaveImage`` work as with MONAI's own reader. One instance serves both keys of a
+    dictionary pipeline::
 
         LoadImaged(keys=["image", "label"], reader=DermoscopyImageReader(), image_only=True,
                    ensure_channel_first=True)
 
-    gives an image of shape (3, W, H) (float RGB 0..255) and a label of shape (1, W, H) with values 0/1.
+    gives an image of shape (3, H, W) (float RGB 0..255) and a label of shape (1, H, W) with values 0/1.
+
+    Axis order: rows first (H x W), as ``numpy.asarray(PIL.Image.open(path))``, the original EGE-UNet code, and
+    anyone feeding the exported TorchScript or ONNX model have it. This is **not** ``PILReader``'s default
+    (``reverse_indexing=True`` swaps the axes to W x H): a network trained on one order and fed the other
+    sees every image transposed, which costs accuracy (the network is not symmetric under transposition).
+    Write these arrays as PNG with :class:`~egeunet_monai.data.RowsFirstPILWriter`
+    (``SaveImage(writer="egeunet_monai.data.RowsFirstPILWriter")``); MONAI's ``PILWriter`` would swap the axes back
+    and transpose the picture. The metadata keeps MONAI's (x, y) order whatever ``reverse_indexing``:
+    ``spatial_shape`` is ``(width, height)``, as ``PILReader`` records it, and what MONAI Label's ``Restored``
+    compares with a result handed over in (x, y) order (``configs/inference.json`` ends with that transposition).
 
     What it does to each file:
 
@@ -300,8 +310,8 @@ class DermoscopyImageReader(PILReader):
         max_pixels: largest accepted width x height; ``None`` disables the check (PIL's own limit of about 179
             megapixels still applies).
         converter: function applied to each PIL image after this reader's own conversions, as in ``PILReader``.
-        reverse_indexing: swap the two spatial axes as ``PILReader`` does (MONAI's convention); keep ``True``
-            unless the whole pipeline, including saving, uses PIL's (height, width) order.
+        reverse_indexing: ``True`` swaps the two spatial axes to (width, height), as ``PILReader`` does by default;
+            the bundle keeps ``False`` (rows first) everywhere, in training, evaluation and inference.
         kwargs: passed to ``PIL.Image.open``.
     """
 
@@ -310,7 +320,7 @@ class DermoscopyImageReader(PILReader):
         kind: str = "auto",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         converter: Callable | None = None,
-        reverse_indexing: bool = True,
+        reverse_indexing: bool = False,
         **kwargs: Any,
     ) -> None:
         if kind not in _KINDS:
@@ -371,8 +381,8 @@ class DermoscopyImageReader(PILReader):
         return out
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
-        """The array (``uint8``; (W, H, 3) for photographs, (W, H) 0/1 for masks with ``reverse_indexing``) and
-        PILReader's metadata, for what :meth:`read` returned.
+        """The array (``uint8``; (H, W, 3) for photographs, (H, W) 0/1 for masks; (W, H, ...) with
+        ``reverse_indexing``) and PILReader's metadata, for what :meth:`read` returned.
 
         Args:
             img: the return value of :meth:`read`.

@@ -16,9 +16,8 @@ __all__ = ["OverlaySaver"]
 
 
 def _to_hw(x: torch.Tensor) -> np.ndarray:
-    """C x W x H (MONAI's PIL reader convention) to H x W x C / H x W numpy."""
-    arr = x.detach().cpu().numpy()
-    arr = np.moveaxis(arr, 0, -1).swapaxes(0, 1)  # (W, H, C) -> (H, W, C)
+    """C x H x W (the bundle's reader keeps rows first) to H x W x C / H x W numpy."""
+    arr = np.moveaxis(x.detach().cpu().numpy(), 0, -1)
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 

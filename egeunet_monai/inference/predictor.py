@@ -85,7 +85,7 @@ def load_photo(path: str | os.PathLike) -> np.ndarray:
 
     reader = DermoscopyImageReader(kind="image")
     array, _ = reader.get_data(reader.read(os.fspath(path)))
-    return np.ascontiguousarray(np.asarray(array).transpose(1, 0, 2))  # PILReader gives (W, H, C)
+    return np.ascontiguousarray(array)
 
 
 def _input_error_in(err: BaseException) -> BaseException | None:
@@ -252,10 +252,13 @@ class LesionPredictor:
                 result = transform(result)
         if probability is None:
             raise ValueError("the inference postprocessing has no AsDiscreted threshold.")
-        # MONAI's PIL convention is (W, H); the mask and probability are returned as images are shown, (H, W)
-        prob = np.ascontiguousarray(np.asarray(probability.detach().cpu(), dtype=np.float32)[0].T)
+        # the network works rows first (H x W); the config's last steps hand the mask over in MONAI's (x, y) order,
+        # for MONAI Label's writers: turn it back to H x W, as the photo is shown and as the PNG was written
+        prob = np.ascontiguousarray(np.asarray(probability.detach().cpu(), dtype=np.float32)[0])
         pred = np.asarray(result["pred"].detach().cpu())
         mask = np.ascontiguousarray(np.where(pred.reshape(pred.shape[-2:]).T > 0, 255, 0).astype(np.uint8))
+        if mask.shape != prob.shape:
+            raise ValueError(f"the inference postprocessing gave a {pred.shape} mask for a {prob.shape} image.")
         lesion = mask > 0
         area = int(lesion.sum())
         height, width = mask.shape

@@ -66,9 +66,9 @@ def test_resize_and_inverse_restore_size_and_orientation(shared_data_dir: Path, 
 
     data = threshold(invert(data))
     pred = data["pred"]
-    # MONAI's PIL convention: spatial axes are (width, height)
-    assert tuple(pred.shape) == (1, width, height), f"inverted to {tuple(pred.shape)}, photo is {width}x{height}"
-    restored = pred[0].numpy().T
+    # the bundle's reader keeps rows first: spatial axes are (height, width), as the photo is shown
+    assert tuple(pred.shape) == (1, height, width), f"inverted to {tuple(pred.shape)}, photo is {width}x{height}"
+    restored = pred[0].numpy()
     assert set(np.unique(restored)) <= {0.0, 1.0}
     score = dice(restored, original)
     assert score >= MIN_DICE, f"{image_id}: Dice {score:.4f} between the restored and the original mask"

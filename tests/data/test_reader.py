@@ -50,9 +50,8 @@ def load(path: Path, **reader_args) -> tuple[np.ndarray, dict]:
 
 
 def read_array(path: Path, **reader_args) -> tuple[np.ndarray, dict]:
-    """Read through the reader as LoadImage does, back in PIL's (row, column) order for easy comparison."""
-    array, meta = load(path, **reader_args)
-    return np.moveaxis(array, 0, 1), meta
+    """Read through the reader as LoadImage does (rows first, as PIL and numpy lay out an image)."""
+    return load(path, **reader_args)
 
 
 def no_warning_read(path: Path, **reader_args) -> tuple[np.ndarray, dict]:
@@ -127,10 +126,11 @@ def test_non_square_real_pair_is_not_transposed_through_load_imaged(ph2_pair: tu
     image, label = data["image"], data["label"]
     with Image.open(mask_path) as m:
         width, height = m.size
-        expected_label = (np.asarray(m) > 0).T  # MONAI's PIL convention: (width, height)
-    assert tuple(image.shape) == (3, width, height) and tuple(label.shape) == (1, width, height)
+        expected_label = np.asarray(m) > 0  # rows first, as PIL, numpy and the exported models' users have it
+    assert tuple(image.shape) == (3, height, width) and tuple(label.shape) == (1, height, width)
     np.testing.assert_array_equal(label[0].numpy(), expected_label)
-    np.testing.assert_array_equal(image.numpy(), np.moveaxis(rgb_of(image_path), -1, 0).transpose(0, 2, 1))
+    np.testing.assert_array_equal(image.numpy(), np.moveaxis(rgb_of(image_path), -1, 0))
+    np.testing.assert_array_equal(image.meta["spatial_shape"], [width, height])  # MONAI's (x, y), as PILReader
     # the mask covers the lesion: the lesion is much darker than the skin around it
     gray = image.numpy().mean(0)
     inside, outside = gray[expected_label].mean(), gray[~expected_label].mean()
@@ -144,12 +144,30 @@ def test_save_image_round_trip_gives_the_original_mask_back(ph2_pair: tuple[Path
     data = LoadImaged(keys="label", reader=DermoscopyImageReader(), image_only=True, ensure_channel_first=True)(
         {"label": str(mask_path)}
     )
-    out_dir = tmp_path / "saved"
-    SaveImage(output_dir=out_dir, output_ext=".png", output_dtype=np.uint8, scale=255, separate_folder=False,
-              output_postfix="copy", print_log=False)(data["label"])
-    (saved,) = out_dir.glob("*.png")
-    with Image.open(saved) as s, Image.open(mask_path) as m:
-        np.testing.assert_array_equal(np.asarray(s), np.asarray(m))
+    saved = {}
+    for writer in ("egeunet_monai.data.RowsFirstPILWriter", "PILWriter"):
+        out_dir = tmp_path / writer
+        SaveImage(output_dir=out_dir, output_ext=".png", output_dtype=np.uint8, scale=255, separate_folder=False,
+                  output_postfix="copy", print_log=False, writer=writer)(data["label"])
+        (path,) = out_dir.glob("*.png")
+        with Image.open(path) as s:
+            saved[writer] = np.asarray(s)
+    with Image.open(mask_path) as m:
+        original = np.asarray(m)
+    np.testing.assert_array_equal(saved["egeunet_monai.data.RowsFirstPILWriter"], original)
+    # MONAI's own PILWriter swaps the axes back, as for PILReader's (width, height) arrays: a transposed picture
+    np.testing.assert_array_equal(saved["PILWriter"], original.T)
+
+
+def test_rows_first_by_default_and_pil_readers_order_on_request(ph2_pair: tuple[Path, Path]) -> None:
+    image_path, _ = ph2_pair
+    rows_first, meta = load(image_path)
+    swapped, swapped_meta = load(image_path, reverse_indexing=True)
+    assert rows_first.shape == (572, 765, 3)  # IMD002 is 765 pixels wide
+    np.testing.assert_array_equal(swapped, np.moveaxis(rows_first, 0, 1))
+    # the metadata keeps MONAI's (x, y) order either way, as PILReader's: (width, height)
+    np.testing.assert_array_equal(meta["spatial_shape"], [765, 572])
+    np.testing.assert_array_equal(swapped_meta["spatial_shape"], [765, 572])
 
 
 def test_file_names_with_spaces_and_non_ascii(isic_image: Path, isic_mask: Path, tmp_path: Path) -> None:
@@ -481,7 +499,7 @@ def test_a_list_of_files_is_stacked(isic_image: Path, tmp_path: Path) -> None:
     array, meta = reader.get_data(reader.read([isic_image, second]))
     assert array.shape == (256, 256, 6)  # concatenated along the channels, as MONAI's PILReader does
     np.testing.assert_array_equal(array[..., :3], array[..., 3:])
-    np.testing.assert_array_equal(array[..., :3], np.moveaxis(rgb_of(isic_image), 0, 1))
+    np.testing.assert_array_equal(array[..., :3], rgb_of(isic_image))
 
 
 def test_a_bad_file_in_a_list_is_named(isic_image: Path, tmp_path: Path) -> None:

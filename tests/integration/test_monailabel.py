@@ -6,8 +6,9 @@ What it does, end to end, with nothing mocked:
    exists, about 10 minutes and 8 GB the first time.
 2. ``scripts/build_bundle.py`` builds the bundle from ``configs/`` + ``bundle/`` + ``models/`` and places it
    into a fresh ``monaibundle`` app in ``tmp_path``.
-3. A datastore of 5 real images (4 ISIC 2017 at 256x256, 1 PH2 at 765x572) from ``../shared/data``; 2 of them
-   come with their ISIC 0/255 masks already in ``labels/final/``.
+3. A datastore of 5 real images (4 ISIC 2017 at 256x256, 1 PH2 at 766x576) from ``../shared/data``, all from the
+   validation list of ``bundle/splits/isic2017_ph2_seed0.json`` (the released weights never trained on them); 2 of
+   them come with their ISIC 0/255 masks already in ``labels/final/``.
 4. ``monailabel start_server`` runs as a subprocess on 127.0.0.1 (a free port), in its own process group, which
    is killed at teardown whatever happens (the training subprocess of the server belongs to it too).
 
@@ -42,20 +43,26 @@ MODEL = "egeunet_skin_lesion_segmentation"
 LABEL_NAME = "skin lesion"
 HOST = "127.0.0.1"  # the server never listens anywhere else
 
-# 4 ISIC 2017 images (256x256) and 1 PH2 image (765x572): the server must give masks at each image's own size
-ISIC_IDS = ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002", "ISIC_0000003"]
-PH2_ID = "IMD002"
-PRELABELLED = ["ISIC_0000002", "ISIC_0000003"]  # 0/255 masks, as ISIC ships them
-SAVED_VIA_API = ["ISIC_0000001", PH2_ID]  # 0/1 masks, as MONAI Label saves them
+# 4 ISIC 2017 images (256x256) and 1 PH2 image (766x576, not square: a transposed mask cannot pass), all outside the
+# released weights' training split: the server must give masks at each image's own size and orientation
+ISIC_IDS = ["ISIC_0000004", "ISIC_0000010", "ISIC_0000016", "ISIC_0000017"]
+PH2_ID = "IMD008"
+PRELABELLED = ["ISIC_0000016", "ISIC_0000017"]  # 0/255 masks, as ISIC ships them
+SAVED_VIA_API = ["ISIC_0000010", PH2_ID]  # 0/1 masks, as MONAI Label saves them
 
-# Dice of the server's masks against the expert masks of the 5 images, measured on 2026-11-28 with the released
-# weights (bundle/models/model.pt; all 5 images are in their training split, bundle/splits/):
-#   ISIC_0000000 0.985, ISIC_0000001 0.822, ISIC_0000002 0.971, ISIC_0000003 0.970, IMD002 (PH2, 765x572) 0.879;
-#   mean 0.925, min 0.822.
-# (The original's 17-epoch checkpoint, the fallback without released weights, gave 0.985/0.882/0.961/0.977/0.907.)
-# Asserted a little below: mean > 0.90 and every image > 0.78. Re-measure when the released weights change.
-MIN_MEAN_DICE = 0.90
-MIN_IMAGE_DICE = 0.78
+# Dice of the server's masks against the expert masks of the 5 images, measured on 2026-12-01 with the released
+# weights (bundle/models/model.pt; none of the 5 is in their training split), fed H x W (rows first):
+#   ISIC_0000004 0.5256 (the hardest of the 5 for these weights), ISIC_0000010 0.9523,
+#   ISIC_0000016 0.9278, ISIC_0000017 0.9243, IMD008 (PH2, 766x576) 0.9439; mean 0.8548, min 0.5256.
+# (The original's 17-epoch checkpoint, the fallback without released weights, gives 0.5967/0.9664/0.9692/0.9687/
+# 0.9431 through configs/inference.json, mean 0.8888; it trained on all ISIC images, these 4 included.)
+# Asserted below with a margin: mean > 0.82 and every image > 0.45. Re-measure when the released weights change.
+MIN_MEAN_DICE = 0.82
+MIN_IMAGE_DICE = 0.45
+# The server's masks are the bundle's own (configs/inference.json run in this venv by LesionPredictor): measured
+# identical on all 5 images (the MONAI Label venv has another torch, 2.14 against 2.13); at least 99.9 % of the
+# pixels must agree, room for float rounding to flip a few boundary pixels on another CPU.
+MIN_AGREEMENT = 0.999
 
 SERVER_START_TIMEOUT_S = 600  # 10-30 s on an idle 2-core machine, ~110 s seen at load 11
 TRAIN_TIMEOUT_S = 1200  # 30-45 s idle, ~260 s seen at load 11
@@ -289,8 +296,13 @@ def test_info_lists_the_model_and_its_label(server):
     assert info["datastore"]["completed"] == len(PRELABELLED)
 
 
-def test_infer_returns_a_binary_mask_of_the_image_size_that_matches_the_expert(server, datastore):
-    dices, times = {}, []
+def test_infer_returns_a_binary_mask_of_the_image_size_that_matches_the_expert(server, datastore, bundle_weights,
+                                                                               tmp_path):
+    from egeunet_monai.inference import LesionPredictor
+
+    # the bundle's own mask of each image (configs/inference.json, in this venv), which the server's must be
+    bundle = LesionPredictor(bundle_weights, output_dir=tmp_path, device="cpu")
+    dices, agreement, times = {}, {}, []
     for image_id, path in datastore["images"].items():
         mask, elapsed = _infer(server["base"], image_id)
         times.append(elapsed)
@@ -298,9 +310,12 @@ def test_infer_returns_a_binary_mask_of_the_image_size_that_matches_the_expert(s
             width, height = photo.size
         assert mask.shape == (height, width), f"{image_id}: mask {mask.shape}, image {(height, width)}"
         assert set(np.unique(mask).tolist()) <= {0, 1}, f"{image_id}: not a 0/1 mask: {np.unique(mask)}"
+        agreement[image_id] = float(((mask > 0) == (bundle.predict(path).mask > 0)).mean())
         truth = np.asarray(Image.open(datastore["masks"][image_id])) > 0
         dices[image_id] = _dice(mask > 0, truth)
-    print(f"Dice per image: { {k: round(v, 3) for k, v in dices.items()} }; infer times (s): {np.round(times, 2)}")
+    print(f"Dice per image: { {k: round(v, 4) for k, v in dices.items()} }; pixels as the bundle's: "
+          f"{ {k: round(v, 6) for k, v in agreement.items()} }; infer times (s): {np.round(times, 2)}")
+    assert min(agreement.values()) >= MIN_AGREEMENT, agreement
     assert min(dices.values()) > MIN_IMAGE_DICE, dices
     assert float(np.mean(list(dices.values()))) > MIN_MEAN_DICE, dices
 

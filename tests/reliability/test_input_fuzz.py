@@ -1,7 +1,7 @@
 """Hostile and odd input files, generated and mutated by hypothesis, through the loaders the bundle, the CLI and the
 viewer use: ``LoadImaged`` with ``DermoscopyImageReader``, ``pair_images_and_masks`` and ``list_images``.
 
-The property, for every input: it loads (photo: 3 x W x H in 0..255; mask: 1 x W x H in {0, 1}), or it raises
+The property, for every input: it loads (photo: 3 x H x W in 0..255; mask: 1 x H x W in {0, 1}), or it raises
 ``DermoscopyInputError`` whose ``path`` is the file; within ``TIME_BOUND_S``; never another exception, a crash or
 a hang (an alarm turns a hang into a failure). The seeds are real ISIC 2017 and PH2 files from ``../shared/data``.
 
@@ -96,7 +96,7 @@ def hang_guard(seconds: int = HANG_ALARM_S):
 
 
 def load_one(path: Path, kind: str, prop: str) -> np.ndarray | None:
-    """Load ``path`` as the bundle does and check the property. Returns the array (C, W, H) or None on our error."""
+    """Load ``path`` as the bundle does and check the property. Returns the array (C, H, W) or None on our error."""
     from monai.transforms import LoadImaged
 
     key = "label" if kind == "mask" else "image"
@@ -319,7 +319,7 @@ def test_every_valid_photo_mode_loads_as_rgb(mode: str, width: int, height: int,
         img.save(path, format=fmt, **({"transparency": 0} if mode == "PT" else {}))
         out = load_one(path, "image", "photo modes")
         assert out is not None, f"a valid {mode} {fmt} photo was refused"
-        assert out.shape == (3, width, height)
+        assert out.shape == (3, height, width)
 
 
 @FUZZ
@@ -350,7 +350,7 @@ def test_every_binary_mask_encoding_gives_the_same_mask(encoding: str, width: in
         img.save(path)
         out = load_one(path, "mask", "mask encodings")
         assert out is not None, f"a valid {encoding} mask was refused"
-        np.testing.assert_array_equal(out[0].T, truth)
+        np.testing.assert_array_equal(out[0], truth)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -410,9 +410,9 @@ def test_exif_rotated_photo_lines_up_with_its_mask(orientation, width, height, b
         image = load_one(Path(items[0]["image"]), "image", "exif orientation")
         label = load_one(Path(items[0]["label"]), "mask", "exif orientation")
     assert image is not None and label is not None
-    assert image.shape[1:] == label.shape[1:] == (width, height)
+    assert image.shape[1:] == label.shape[1:] == (height, width)
     dark = image.mean(axis=0) < 130  # the lesion, as the loader oriented the photo
-    np.testing.assert_array_equal(label[0].T, truth)
+    np.testing.assert_array_equal(label[0], truth)
     assert (dark == (label[0] == 1)).mean() > 0.98, f"orientation {orientation}: the mask misses the lesion"
 
 
