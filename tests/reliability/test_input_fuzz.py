@@ -3,7 +3,8 @@ viewer use: ``LoadImaged`` with ``DermoscopyImageReader``, ``pair_images_and_mas
 
 The property, for every input: it loads (photo: 3 x W x H in 0..255; mask: 1 x W x H in {0, 1}), or it raises
 ``DermoscopyInputError`` whose ``path`` is the file; within ``TIME_BOUND_S`` of CPU time; never another exception, a
-crash or a hang (a CPU-time alarm turns a hang into a failure). The seeds are real ISIC 2017 and PH2 files from ``../shared/data``.
+crash or a hang (a CPU-time alarm turns a hang into a failure). The seeds are real ISIC 2017 and PH2 files from
+``../shared/data``.
 
 The plain cases (one truncated file, one bomb, one CMYK JPEG, EXIF orientation 6...) are unit tests in
 ``tests/data/test_reader.py``; this file is the randomised layer on top of them.
