@@ -25,10 +25,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["OnnxPredictor", "export_onnx", "load_onnx_predictor", "onnx_session"]
+__all__ = ["OnnxPredictor", "export_onnx", "load_onnx_predictor", "onnx_converter_kwargs", "onnx_session"]
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+
+
+def onnx_converter_kwargs(opset: int = 17, dynamic_batch: bool = True) -> dict:
+    """The arguments of ``torch.onnx.export`` (TorchScript-based exporter) that :func:`export_onnx` uses, also given
+    by ``egeunet-monai export --onnx`` to ``monai.bundle onnx_export --use_trace True --converter_kwargs``, so that
+    both write the same graph: input ``image`` and output ``logits`` with a dynamic batch (``dynamic_batch``)."""
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    return dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=int(opset), dynamo=False,
+                dynamic_axes=dynamic_axes)
 
 
 def export_onnx(
@@ -46,7 +55,7 @@ def export_onnx(
     Args:
         model: the network; it is not changed (a CPU copy in eval mode is exported).
         path: the ``.onnx`` file to write.
-        opset: ONNX opset version (17 and 18 are tested).
+        opset: ONNX opset version (17 and 18 are tested, tests/integration/test_onnx_opsets.py).
         image_size: (height, width) of the exported graph, divisible by 32; the bundle works at 256x256.
         dynamic_batch: let the batch size vary (otherwise it is fixed at 2).
         dynamo: use the ``torch.export``-based exporter instead of the TorchScript-based one; both give the same
@@ -73,13 +82,13 @@ def export_onnx(
     with warnings.catch_warnings():
         # the TorchScript exporter warns that H and W become constants: exactly what is intended here
         warnings.simplefilter("ignore")
-        common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, dynamo=dynamo)
         if dynamo:
             dynamic_shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None
-            torch.onnx.export(net, (example,), path, **common, dynamic_shapes=dynamic_shapes, external_data=False)
+            torch.onnx.export(net, (example,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False)
         else:
-            dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-            torch.onnx.export(net, (example,), path, **common, dynamic_axes=dynamic_axes, do_constant_folding=True)
+            torch.onnx.export(net, (example,), path, **onnx_converter_kwargs(opset, dynamic_batch),
+                              do_constant_folding=True)
     if check:
         try:
             import onnxruntime  # noqa: F401

@@ -11,5 +11,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # the C++ CPU kernels of fused_ops, built once before tests start (and kill) training processes that would use them
 "$VENV/bin/python" -c "from egeunet_monai.networks.blocks import cpu_kernels; cpu_kernels.available()"
-# pytest exits 5 when nothing was collected: that is a failure here, never a pass.
-exec "$VENV/bin/python" -m pytest tests "$@"
+# pytest exits 5 when nothing was collected: that is a failure here, never a pass. --durations: the 20 slowest, to
+# keep an eye on CI's time.
+exec "$VENV/bin/python" -m pytest tests --durations=20 "$@"

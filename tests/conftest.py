@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 __all__ = [
-    "REPO_ROOT", "SHARED_DATA_DIR", "SHARED_REFERENCE_DIR", "require_cpu_kernels", "require_shared_data",
-    "require_shared_reference",
+    "REPO_ROOT", "SHARED_DATA_DIR", "SHARED_REFERENCE_DIR", "console_script", "in_ci", "require_cpu_kernels",
+    "require_shared_data", "require_shared_reference",
 ]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,15 +24,26 @@ SHARED_DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 SHARED_REFERENCE_DIR = (REPO_ROOT.parent / "shared" / "reference").resolve()
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
+    """Whether the tests run in CI: ``CI`` is ``true``, ``1`` or ``yes`` (any case). The one rule for it: under CI a
+    missing prerequisite fails its test, and any skip at all is turned into a failure (see
+    :func:`pytest_runtest_makereport` below)."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def console_script() -> Path:
+    """The installed ``egeunet-monai`` console script next to this Python (``pip install -e .`` puts it there)."""
+    script = Path(sys.executable).with_name("egeunet-monai")
+    if not script.is_file():
+        pytest.fail(f"{script}: the console script is not installed (pip install -e .)", pytrace=False)
+    return script
 
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         reason = f"{what} not found at {path} (expected next to the repository, see the README.md there)"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+        if in_ci():
+            pytest.fail(f"{reason}; CI={os.environ['CI']!r} requires it", pytrace=False)
         pytest.skip(reason)
     return path
 
@@ -40,7 +51,7 @@ def _require(path: Path, what: str) -> Path:
 def require_shared_data(*subpaths: str) -> Path:
     """The shared data folder (or a path inside it), or skip the calling test when it is absent.
 
-    On a user's machine the real data is usually absent and the test is skipped with the reason. In CI (``CI=true``)
+    On a user's machine the real data is usually absent and the test is skipped with the reason. In CI (:func:`in_ci`)
     the data must be there, so the test FAILS instead: a silently skipped test would hide a broken CI setup.
 
     Args:
@@ -50,7 +61,7 @@ def require_shared_data(*subpaths: str) -> Path:
 
 
 def require_shared_reference(*subpaths: str) -> Path:
-    """The original implementation's reference outputs (or a file among them); skips, or fails when ``CI=true``.
+    """The original implementation's reference outputs (or a file among them); skips, or fails under CI.
 
     Args:
         subpaths: parts of a path inside ``<repo root>/../shared/reference``.
@@ -63,53 +74,65 @@ def require_shared_reference(*subpaths: str) -> Path:
 def require_cpu_kernels():
     """``torch.ops.egeunet_cpu``, building the C++ CPU kernels if needed (call it with them enabled, e.g. inside
     ``cpu_kernels.enabled(True)``); skips the calling test where they cannot be built (no C++ compiler or ninja),
-    fails it when ``CI=true`` (CI builds them)."""
+    fails it under CI (CI builds them)."""
     import torch
 
     from egeunet_monai.networks.blocks import cpu_kernels
 
     if not cpu_kernels.available():
         reason = "the C++ CPU kernels could not be built here (no C++ compiler or ninja? see the warning above)"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI=true requires them", pytrace=False)
+        if in_ci():
+            pytest.fail(f"{reason}; CI={os.environ['CI']!r} requires them", pytrace=False)
         pytest.skip(reason)
     return torch.ops.egeunet_cpu
 
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """``<repo root>/../shared/data``; skips the test when absent, fails it when ``CI=true``."""
+    """``<repo root>/../shared/data``; skips the test when absent, fails it under CI."""
     return require_shared_data()
 
 
 @pytest.fixture(scope="session")
 def shared_reference_dir() -> Path:
-    """``<repo root>/../shared/reference``; skips the test when absent, fails it when ``CI=true``."""
+    """``<repo root>/../shared/reference``; skips the test when absent, fails it under CI."""
     return require_shared_reference()
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ``model.pt`` trained by the bundle itself (``configs/train.json``, 2 epochs on 8 synthetic 64x64 images):
-    real weights for inference tests, made in a temporary folder. ``EGEUNET_TEST_WEIGHTS=path`` uses that
-    checkpoint instead (e.g. the released weights, for a docs screenshot)."""
-    if os.environ.get("EGEUNET_TEST_WEIGHTS"):
-        return Path(os.environ["EGEUNET_TEST_WEIGHTS"]).resolve()
+def tiny_training(mlflow_db_template: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One real ``egeunet-monai train`` (the bundle's ``configs/train.json``, 2 epochs on 8 synthetic 64x64 images),
+    in a temporary bundle root whose MLflow store is seeded from :func:`mlflow_db_template`. Returns a namespace:
+    ``root``, ``data`` (the images), ``runs`` (``--output_dir``), ``weights`` (``models/model.pt``) and ``proc``
+    (the finished process). Shared by the inference tests (through :func:`tiny_bundle_weights`) and the CLI's."""
+    import shutil
+    from types import SimpleNamespace
+
     from egeunet_monai.data import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("tiny_bundle")
-    data = generate_synthetic_dataset(root / "data", num_images=8, size=64)
+    data = Path(generate_synthetic_dataset(root / "data", num_images=8, size=64))
+    runs, models = root / "runs", root / "models"
+    runs.mkdir()
+    shutil.copyfile(mlflow_db_template, runs / "mlflow.db")  # MLflow's migrations would cost 10-60 s
     # the arguments of a normal training run: only the data, the size and the length are made small
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training",
-           "--config_file", str(REPO_ROOT / "configs" / "train.json"), "--bundle_root", str(root),
-           "--output_dir", str(root / "runs"), "--ckpt_dir", str(root / "models"),
-           "--dataset_dir", data, "--image_size", "[64, 64]", "--batch_size", "4", "--max_epochs", "2",
-           "--num_workers", "0"]
+    cmd = [str(console_script()), "train", "--bundle_root", str(root), "--output_dir", str(runs),
+           "--ckpt_dir", str(models), "--dataset_dir", str(data), "--image_size", "[64, 64]", "--batch_size", "4",
+           "--max_epochs", "2", "--num_workers", "0"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
-    weights = root / "models" / "model.pt"
+    weights = models / "model.pt"
     if proc.returncode != 0 or not weights.is_file():
-        pytest.fail(f"bundle training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
-    return weights
+        pytest.fail(f"egeunet-monai train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
+    return SimpleNamespace(root=root, data=data, runs=runs, weights=weights, proc=proc)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_weights(request: pytest.FixtureRequest) -> Path:
+    """A ``model.pt`` trained by the bundle itself (:func:`tiny_training`): real weights for inference tests.
+    ``EGEUNET_TEST_WEIGHTS=path`` uses that checkpoint instead (e.g. the released weights, for a docs screenshot)."""
+    if os.environ.get("EGEUNET_TEST_WEIGHTS"):
+        return Path(os.environ["EGEUNET_TEST_WEIGHTS"]).resolve()
+    return request.getfixturevalue("tiny_training").weights
 
 
 CLI_TEST_IMAGES = ("ph2/images/IMD002.jpg", "ph2/images/IMD003.jpg", "isic2017_train_256/images/ISIC_0000000.jpg",
@@ -134,14 +157,33 @@ def cli_predictions(shared_data_dir: Path, tiny_bundle_weights: Path, tmp_path_f
         shutil.copy(shared_data_dir / name, inputs)
     whole = (shared_data_dir / "ph2" / "images" / "IMD004.jpg").read_bytes()
     (inputs / CORRUPT_IMAGE_NAME).write_bytes(whole[: len(whole) // 3])  # a download cut short
-    script = Path(sys.executable).with_name("egeunet-monai")
-    if not script.is_file():
-        pytest.fail(f"{script}: the console script is not installed (pip install -e .)", pytrace=False)
-    cmd = [str(script), "predict", str(inputs), "--out", str(out), "--weights", str(tiny_bundle_weights),
+    cmd = [str(console_script()), "predict", str(inputs), "--out", str(out), "--weights", str(tiny_bundle_weights),
            "--overlay", "--probabilities", "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     images = [Path(name).name for name in CLI_TEST_IMAGES]
     return SimpleNamespace(inputs=inputs, out=out, images=images, corrupt=CORRUPT_IMAGE_NAME, proc=proc)
+
+
+def _fail_a_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    # under CI a skip is a failure, whatever raised it (pytest.skip, importorskip, skipif): CI runs every test
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped with CI={os.environ['CI']!r}, where every test must run: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    _fail_a_skip_in_ci(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    report = yield
+    _fail_a_skip_in_ci(report)  # a module-level skip or importorskip
+    return report
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -87,7 +87,8 @@ _EXAMPLES_EXPORT = """\
 Runs: python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt
         --meta_file configs/metadata.json --config_file configs/inference.json   (paths under ROOT)
 or, with --onnx: python -m monai.bundle onnx_export network_def --filepath models/model.onnx ...
-        --input_shape "[1, 3, 256, 256]"
+        --input_shape "[1, 3, 256, 256]" --use_trace True --converter_kwargs "{...}"
+        (the graph of egeunet_monai.export.export_onnx: opset 17, input "image", output "logits", any batch size)
 Any other argument goes to the bundle unchanged.
 
 examples:
@@ -248,7 +249,12 @@ def bundle_command(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
                 "--ckpt_file", str(ckpt), "--meta_file", str(configs / "metadata.json"),
                 "--config_file", str(configs / "inference.json")]
         if onnx:
-            cmd += ["--input_shape", "[1, 3, 256, 256]"]
+            # the graph of egeunet_monai.export.export_onnx: TorchScript exporter (--use_trace), opset 17 and a
+            # dynamic batch; MONAI's defaults (torch.export from an example of batch 1) fix the batch at 1
+            from egeunet_monai.export import onnx_converter_kwargs
+
+            cmd += ["--input_shape", "[1, 3, 256, 256]", "--use_trace", "True",
+                    "--converter_kwargs", repr(onnx_converter_kwargs())]
     # the configs' relative defaults (runs/, models/) are relative to bundle_root, not to where the user is
     if "--bundle_root" not in extra:
         cmd += ["--bundle_root", str(root)]

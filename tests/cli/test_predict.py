@@ -151,6 +151,9 @@ def test_top_level_help_lists_every_subcommand():
          ["onnx_export", "network_def", "--filepath", "/tmp/m.onnx",
           "--ckpt_file", f"{REPO_ROOT}/models/model.pt", "--meta_file", f"{REPO_ROOT}/configs/metadata.json",
           "--config_file", f"{REPO_ROOT}/configs/inference.json", "--input_shape", "[1, 3, 256, 256]",
+          "--use_trace", "True", "--converter_kwargs",
+          "{'input_names': ['image'], 'output_names': ['logits'], 'opset_version': 17, 'dynamo': False, "
+          "'dynamic_axes': {'image': {0: 'batch'}, 'logits': {0: 'batch'}}}",
           "--bundle_root", str(REPO_ROOT)]),
     ],
 )

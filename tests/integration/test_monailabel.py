@@ -70,7 +70,9 @@ SETUP_TIMEOUT_S = 3600
 
 
 def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+    from tests.conftest import in_ci  # the one rule: CI=true, 1 or yes
+
+    return in_ci()
 
 
 def _skip_or_fail(reason: str) -> None:

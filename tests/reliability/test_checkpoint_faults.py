@@ -197,40 +197,53 @@ def test_restored_tracker_keeps_the_best_model_after_resume(tmp_path: Path) -> N
     assert best(tmp_path / "restored") == pytest.approx(0.9)
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path):
-    """A 512 KiB tmpfs: a real full disk. Needs root (mount); skipped where mounting is not allowed."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected-failure tests cover the logic")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+FILE_SIZE_LIMIT = 300 * 1024  # per file: the 200 and 120 KB checkpoints fit, the 400 KB one does not
 
 
-def test_real_full_disk_keeps_the_previous_checkpoint(tiny_tmpfs: Path) -> None:
-    model = torch.nn.Module()
-    model.register_buffer("payload", torch.zeros(50_000))  # 200 KB
-    saver = DurableCheckpointSaver(str(tiny_tmpfs), {"model": model}, save_interval=1, n_saved=1)
-    trainer = Engine(lambda e, b: None)
-    trainer.state.epoch = 1
-    saver.interval_completed(trainer)
-    model.payload = torch.ones(100_000)  # 400 KB: 200 + 400 KB do not fit in 512 KiB
-    trainer.state.epoch = 2
-    with pytest.raises(CheckpointWriteError) as info:
-        saver.interval_completed(trainer)
-    # torch.save reports the full disk as a RuntimeError of its zip writer; the free space gives the reason back
-    assert info.value.errno == errno.ENOSPC and "the disk is full" in str(info.value), info.value
-    assert checkpoint_names(tiny_tmpfs) == ["model_epoch=1.pt"]  # the partial file was removed
-    assert torch.load(tiny_tmpfs / "model_epoch=1.pt", weights_only=True)["payload"].eq(0).all()
-    model.payload = torch.full((30_000,), 2.0)  # 120 KB fits next to the old one: saved, then the old one goes
-    saver.interval_completed(trainer)
-    assert checkpoint_names(tiny_tmpfs) == ["model_epoch=2.pt"]
+@pytest.fixture(params=["tmpfs", pytest.param("file_size_limit", marks=pytest.mark.slow)])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Path):
+    """A folder where the second of _checkpoint_writer's three writes fails in the kernel: a 512 KiB tmpfs (a real
+    full disk, ENOSPC; mounting needs root), or, where mounting is refused and for the second parameter, a child
+    process whose RLIMIT_FSIZE stops any file at 300 KiB (EFBIG; no privileges needed; slow: it imports torch).
+    Yields (mechanism, results)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if request.param == "tmpfs":
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)],
+                                  capture_output=True, text=True)
+            refused = done.stderr.strip() if done.returncode != 0 else None
+        except FileNotFoundError as err:  # no mount command at all
+            refused = str(err)
+        if refused is None:
+            try:
+                from _checkpoint_writer import write_three_checkpoints
+
+                yield "tmpfs", write_three_checkpoints(str(folder))
+            finally:
+                subprocess.run(["umount", str(folder)], check=False)
+            return
+        print(f"cannot mount a tmpfs here ({refused}): a file-size limit instead")
+    writer = Path(__file__).with_name("_checkpoint_writer.py")
+    done = subprocess.run([sys.executable, str(writer), str(folder), str(FILE_SIZE_LIMIT)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    yield "file_size_limit", json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_real_full_disk_keeps_the_previous_checkpoint(full_disk) -> None:
+    mechanism, result = full_disk
+    error = result["error"]
+    assert error is not None, "the write that cannot fit did not fail"
+    if mechanism == "tmpfs":
+        # torch.save reports the full disk as a RuntimeError of its zip writer; the free space gives the reason back
+        assert error["errno"] == errno.ENOSPC and "the disk is full" in error["message"], error
+    else:
+        assert errno.EFBIG in error["chain_errnos"], error  # the kernel refused the write: "File too large"
+    assert "the previous checkpoints in" in error["message"] and "are intact" in error["message"], error
+    assert result["after_failure"] == ["model_epoch=1.pt"]  # the partial file was removed
+    assert result["kept_is_epoch_1"]  # and the previous checkpoint loads, with its own values
+    assert result["after_next_write"] == ["model_epoch=2.pt"]  # a write that fits: saved, then the old one goes
 
 
 @pytest.mark.slow  # a subprocess that imports torch: seconds normally, more than a minute on a loaded machine

@@ -2,8 +2,9 @@
 viewer use: ``LoadImaged`` with ``DermoscopyImageReader``, ``pair_images_and_masks`` and ``list_images``.
 
 The property, for every input: it loads (photo: 3 x H x W in 0..255; mask: 1 x H x W in {0, 1}), or it raises
-``DermoscopyInputError`` whose ``path`` is the file; within ``TIME_BOUND_S``; never another exception, a crash or
-a hang (an alarm turns a hang into a failure). The seeds are real ISIC 2017 and PH2 files from ``../shared/data``.
+``DermoscopyInputError`` whose ``path`` is the file; within ``TIME_BOUND_S`` of CPU time; never another exception, a
+crash or a hang (a CPU-time alarm turns a hang into a failure). The seeds are real ISIC 2017 and PH2 files from
+``../shared/data``.
 
 The plain cases (one truncated file, one bomb, one CMYK JPEG, EXIF orientation 6...) are unit tests in
 ``tests/data/test_reader.py``; this file is the randomised layer on top of them.
@@ -22,7 +23,6 @@ import time
 import warnings
 import zlib
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +40,15 @@ from egeunet_monai.data import (
     pair_images_and_masks,
 )
 
+# CPU seconds (this process, all threads), not wall time: a shared 2-core machine stretches wall time, never the work.
+# Measured on the 2-core Xeon at load 12: the slowest load or refusal, 40 examples per property, 0.024 CPU s (mutated
+# real files); the bound is 200x that.
 TIME_BOUND_S = 5.0  # per input file, load included
-HANG_ALARM_S = 30  # a load still running after this is a hang: the test fails instead of blocking CI
+HANG_ALARM_S = 30  # CPU seconds: a load still running after this is a hang, failed instead of blocking CI
 EXAMPLES = int(os.environ.get("EGEUNET_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
     max_examples=EXAMPLES,
-    deadline=timedelta(seconds=TIME_BOUND_S * 2),  # hypothesis' own bound; the assertion below is the strict one
+    deadline=None,  # hypothesis' deadline is wall time; the CPU-time assertion in load_one is the bound
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 ISIC_ID = "ISIC_0000000"
@@ -78,21 +81,21 @@ def seeds(shared_data_dir: Path) -> dict[str, bytes]:
 def report_slowest():
     yield
     if SLOWEST:
-        print("\nslowest load per property (s): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(SLOWEST.items())))
+        print("\nslowest load per property (CPU s): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(SLOWEST.items())))
 
 
 @contextmanager
 def hang_guard(seconds: int = HANG_ALARM_S):
     def on_alarm(signum, frame):
-        raise TimeoutError(f"still loading after {seconds} s: a hang")
+        raise TimeoutError(f"still loading after {seconds} s of CPU time: a hang")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
+    previous = signal.signal(signal.SIGPROF, on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, seconds)  # counts the process's CPU time, not the wall clock
     try:
         yield
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def load_one(path: Path, kind: str, prop: str) -> np.ndarray | None:
@@ -101,7 +104,7 @@ def load_one(path: Path, kind: str, prop: str) -> np.ndarray | None:
 
     key = "label" if kind == "mask" else "image"
     load = LoadImaged(keys=key, reader=DermoscopyImageReader(kind=kind), image_only=True, ensure_channel_first=True)
-    start = time.monotonic()
+    start = time.process_time()
     result = None
     with hang_guard(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DermoscopyInputWarning)
@@ -112,9 +115,9 @@ def load_one(path: Path, kind: str, prop: str) -> np.ndarray | None:
             assert str(path) in str(err)
         else:
             result = np.asarray(out[key])
-    elapsed = time.monotonic() - start
+    elapsed = time.process_time() - start
     SLOWEST[prop] = max(SLOWEST.get(prop, 0.0), elapsed)
-    assert elapsed < TIME_BOUND_S, f"{path}: {elapsed:.1f} s to load or refuse"
+    assert elapsed < TIME_BOUND_S, f"{path}: {elapsed:.1f} s of CPU time to load or refuse"
     if result is not None:
         assert result.ndim == 3 and result.shape[1] > 0 and result.shape[2] > 0
         assert np.isfinite(result).all()

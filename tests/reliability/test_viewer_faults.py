@@ -116,11 +116,12 @@ def test_serve_listens_on_127_0_0_1_only_by_default(viewer) -> None:
 
 def test_eight_concurrent_real_uploads_each_get_their_own_mask(viewer, photos) -> None:
     url, _ = viewer
-    alone = {}
+    alone, alone_seconds = {}, []
     for name, data in photos.items():  # one at a time: each photo's own mask
-        status, body, _ = post(url, data, name)
+        status, body, seconds = post(url, data, name)
         assert status == 200, body
         alone[name] = (body, np.asarray(Image.open(io.BytesIO(get(url + body["mask_url"])))))
+        alone_seconds.append(seconds)
     digests = {hashlib.sha256(mask.tobytes()).hexdigest() for _, mask in alone.values()}
     assert len(digests) == len(photos), "two photos have the same mask: a mix-up could not be seen"
 
@@ -159,9 +160,13 @@ def test_eight_concurrent_real_uploads_each_get_their_own_mask(viewer, photos) -
         mask = np.asarray(Image.open(io.BytesIO(get(url + body["mask_url"]))))
         np.testing.assert_array_equal(mask, expected_mask, err_msg=f"{name}: not its own mask")
     slowest = max(t for _, _, t in answers.values())
-    print(f"\n8 concurrent uploads: all answered in {wall:.1f} s (slowest {slowest:.1f} s); page while busy: "
-          f"{len(page_times)} requests, slowest {max(page_times or [0]):.2f} s")
-    assert page_times and max(page_times) < 10.0, page_times  # the server stays responsive
+    one = max(alone_seconds)
+    print(f"\n8 uploads one at a time: slowest {one:.2f} s; all at once: answered in {wall:.1f} s (slowest "
+          f"{slowest:.1f} s); page while busy: {len(page_times)} requests, slowest {max(page_times or [0]):.2f} s")
+    # the server stays responsive: the page never waits as long as one segmentation took alone, on this machine
+    # now (a page queued behind the segmentations would wait for one or more of them). Measured on the 2-core Xeon
+    # at load 12: page 0.01 s at most, segmentations alone 0.10-0.56 s (the PH2 photos the slowest): margin ~50x.
+    assert page_times and max(page_times) < one, (page_times, alone_seconds)
 
 
 def test_a_client_file_name_never_becomes_a_path(viewer, photos, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ import pytest
 from local_server import free_port, stop_process_group, wait_until_answering
 from PIL import Image
 
+from tests.conftest import in_ci
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,7 +33,7 @@ TIMEOUT_MS = 180_000  # a segmentation on a busy 2-core machine
 
 def _need(condition: bool, what: str) -> None:
     if not condition:
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        if in_ci():
             pytest.fail(f"{what} (scripts/run_tests.sh installs it)", pytrace=False)
         pytest.skip(what)
 
