@@ -23,7 +23,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import convert_to_dst_type, convert_to_tensor
 
 __all__ = [
     "DIHEDRAL_VIEWS",
@@ -178,11 +180,13 @@ def predict_with_tta(
     Args:
         network: returns logits of the same spatial size as its input (an ``EGEUNet`` in eval mode, a TorchScript
             module, an ONNX predictor...).
-        images: ``N x C x H x W``, rows first; H and W as the network accepts them.
+        images: ``N x C x H x W``, rows first; H and W as the network accepts them. A ``MetaTensor``'s metadata
+            is dropped: the results are plain tensors.
         threshold: probability at which a pixel counts as lesion, for the uncertainty.
     """
     if images.ndim != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got {list(images.shape)}.")
+    images = convert_to_tensor(images, track_meta=False)
     views = dihedral_views(images)
     outputs: list[torch.Tensor | None] = [None] * len(views)
     # one forward per view shape: all eight at once when H == W
@@ -234,4 +238,8 @@ class DihedralTTAInferer(Inferer):
             kwargs: optional keyword arguments of ``network``.
         """
         result = predict_with_tta(lambda x: network(x, *args, **kwargs), inputs)
-        return torch.logit(result.probability, eps=self.eps)
+        logits = torch.logit(result.probability, eps=self.eps)
+        if isinstance(inputs, MetaTensor):
+            # as MONAI's sliding-window inferer: the output carries the input's metadata, for Invertd and SaveImaged
+            logits = convert_to_dst_type(logits, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
+        return logits

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,10 @@ __all__ = [
 ]
 
 
-def _as_1d(values: Sequence[float] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
+
+
+def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     array = np.asarray(values, dtype=np.float64).ravel()
@@ -60,7 +63,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman_correlation(x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[float] | np.ndarray | torch.Tensor) -> float:
+def spearman_correlation(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's rank correlation of two equally long sequences (ties get average ranks).
 
     Returns NaN when either sequence is constant (no order to compare).
@@ -91,9 +94,7 @@ class RiskCoverage(NamedTuple):
     mean_score: np.ndarray
 
 
-def risk_coverage_curve(
-    uncertainty: Sequence[float] | np.ndarray | torch.Tensor, score: Sequence[float] | np.ndarray | torch.Tensor
-) -> RiskCoverage:
+def risk_coverage_curve(uncertainty: ArrayLike, score: ArrayLike) -> RiskCoverage:
     """Mean ``score`` of the images kept, as the most uncertain are set aside one by one.
 
     Images of equal uncertainty cannot be told apart, so the curve takes the expected value over their order:
