@@ -11,3 +11,35 @@ from egeunet_monai.inference.predictor import (
 )
 
 __all__ = ["ONNX_INSTALL_HINT", "LesionPredictor", "LesionStats", "Prediction", "default_bundle_root", "load_photo"]
+from egeunet_monai.inference.quality import QUALITY_FLAGS, QualityThresholds, format_flags, quality_flags
+from egeunet_monai.inference.tta import (
+    DIHEDRAL_VIEWS,
+    DihedralTTAInferer,
+    DihedralView,
+    TTAResult,
+    binary_entropy,
+    dihedral_inverse,
+    dihedral_transform,
+    dihedral_views,
+    inverse_dihedral_views,
+    lesion_entropy,
+    predict_with_tta,
+)
+
+__all__ += [
+    "DIHEDRAL_VIEWS",
+    "QUALITY_FLAGS",
+    "DihedralTTAInferer",
+    "DihedralView",
+    "QualityThresholds",
+    "TTAResult",
+    "binary_entropy",
+    "dihedral_inverse",
+    "dihedral_transform",
+    "dihedral_views",
+    "format_flags",
+    "inverse_dihedral_views",
+    "lesion_entropy",
+    "predict_with_tta",
+    "quality_flags",
+]

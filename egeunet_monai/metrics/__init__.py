@@ -34,3 +34,25 @@ __all__ = [
     "summarize",
     "thresholded_jaccard",
 ]
+
+from .uncertainty import (
+    CalibrationHistogram,
+    ReliabilityDiagram,
+    RiskCoverage,
+    mean_score_at_coverage,
+    plot_reliability_diagram,
+    plot_risk_coverage,
+    risk_coverage_curve,
+    spearman_correlation,
+)
+
+__all__ += [
+    "CalibrationHistogram",
+    "ReliabilityDiagram",
+    "RiskCoverage",
+    "mean_score_at_coverage",
+    "plot_reliability_diagram",
+    "plot_risk_coverage",
+    "risk_coverage_curve",
+    "spearman_correlation",
+]
