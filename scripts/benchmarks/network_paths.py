@@ -29,6 +29,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--batches", type=int, nargs="+", default=[8, 1])
     p.add_argument("--no-fast", action="store_true", help="leave out optimize_for_inference")
+    p.add_argument("--only", nargs="+", default=None, help="paths whose name contains one of these words only")
     args = p.parse_args(argv)
 
     import torch
@@ -40,7 +41,9 @@ def main(argv=None) -> None:
     default_threads = torch.get_num_threads()
     x_all = real_images(max(args.batches))
     original = load_eager_network(ORIGINAL_WEIGHTS)
-    nets = {"original network, eager (reference)": (original, default_threads)}
+    reference = f"original network, eager, {default_threads} threads (PyTorch's default)"
+    reference_1 = "original network, eager, 1 thread"
+    nets = {reference: (original, default_threads), reference_1: (original, 1)}
     default = load_runtime(args.weights)
     print(default.description)
     paths = {"default path: " + default.name: lambda x: default(x)}
@@ -66,13 +69,14 @@ def main(argv=None) -> None:
         return run
 
     calls = {name: torch_call(net, t) for name, (net, t) in nets.items()} | paths
-    reference = "original network, eager (reference)"
+    if args.only:
+        calls = {k: v for k, v in calls.items() if k in (reference, reference_1) or any(w in k for w in args.only)}
     with torch.inference_mode():  # each path against the eager network with the same weights
         expected = torch.sigmoid(eager(x_all))
         diffs = {
             name: (torch.sigmoid(fn(x_all)) - expected).abs().max().item()
             for name, fn in calls.items()
-            if name != reference
+            if not name.startswith("original")
         }
     torch.set_num_threads(default_threads)
     for batch in args.batches:
@@ -83,13 +87,14 @@ def main(argv=None) -> None:
         torch.set_num_threads(default_threads)
         rows = []
         for name, (wall, cpu) in timings.items():
-            rows.append([name, rate(wall), f"{ratio(wall, timings[reference][0]):.2f}x", rate(cpu),
-                         f"{ratio(cpu, timings[reference][1]):.2f}x", f"{diffs[name]:.1e}" if name in diffs else ""])
+            rows.append([name, rate(wall), f"{ratio(wall, timings[reference][0]):.2f}x",
+                         f"{ratio(wall, timings[reference_1][0]):.2f}x", rate(cpu),
+                         f"{ratio(cpu, timings[reference_1][1]):.2f}x", f"{diffs[name]:.1e}" if name in diffs else ""])
         print(f"\nbatch {batch}, {args.repeats} interleaved repeats, {x.shape[0] * per_call} images each; "
-              "images/s median [interquartile range]; max |dp|: probabilities against the eager network with the "
-              f"same weights, {x_all.shape[0]} real images")
-        print(markdown(["path", "wall img/s", "vs ref", "CPU img/s", "CPU vs ref", "max |dp|"], rows))
-
+              "images/s median [interquartile range]; ratios: median over repeats; max |dp|: probabilities against "
+              f"the eager network with the same weights, {x_all.shape[0]} real images")
+        print(markdown(["path", "wall img/s", "vs original", "vs original 1 thread", "CPU img/s",
+                        "CPU vs original 1 thread", "max |dp|"], rows))
 
 if __name__ == "__main__":
     main()

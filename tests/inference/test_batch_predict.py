@@ -21,8 +21,8 @@ RELEASED = REPO_ROOT / "bundle" / "models" / "model.pt"
 # 2 full-size PH2 photographs (765 x 572 and 765 x 574: resized both ways) and 2 ISIC 2017 images (256 x 256: not)
 IMAGES = ("ph2/images/IMD002.jpg", "ph2/images/IMD003.jpg", "isic2017_train_256/images/ISIC_0000000.jpg",
           "isic2017_train_256/images/ISIC_0000001.jpg")  # fmt: skip
-# MONAI's Resize as two matrices against MONAI's Resize itself, on the [0, 255] scale: measured 7.6e-5 on IMD002
-# (float32 rounding of sums taken in another order); bound with a 6x margin.
+# MONAI's Resize as two matrices against MONAI's Resize itself, on the [0, 255] scale: measured at most 7.6e-5 on
+# 3 PH2 photographs and their crops (float32 rounding of sums taken in another order); bound with a 6x margin.
 RESIZE_ATOL = 5e-4
 # Probabilities of this pipeline (ONNX Runtime, resize matrices) against the bundle's (eager network, MONAI
 # transforms) at the images' own size: measured 8.9e-6 on IMAGES and 10 more PH2 photographs; the bound is the
@@ -98,11 +98,16 @@ def test_resize_matrices_are_monais_resize(image_files):
     assert (got - expected).abs().max().item() <= RESIZE_ATOL
     assert resize_matrix(array.shape[0], 256).shape == (256, array.shape[0])
 
-    # an image of the network's size is only scaled, as MONAI's Resize leaves it as it is
+    # an image of the network's size is only scaled (MONAI's Resize leaves it as it is); one axis of that size is
+    # left alone, the other resized, also when it is smaller than the network's (upsampled, no smoothing)
     small = np.asarray(Image.open(image_files[2]).convert("RGB"))
     assert small.shape == (256, 256, 3)
-    x = torch.from_numpy(small.transpose(2, 0, 1).copy()).float()
-    assert torch.equal(prepare_image(small), (x - x.min()) / (x.max() - x.min()) * 255)
+    for part in (small, array[:256], array[:200, :256]):
+        x = torch.from_numpy(part.transpose(2, 0, 1).copy()).float()
+        expected = torch.as_tensor(Resize((256, 256), mode="bilinear", anti_aliasing=True)(
+            (x - x.min()) / (x.max() - x.min()) * 255))  # fmt: skip
+        assert (prepare_image(part) - expected).abs().max().item() <= RESIZE_ATOL
+    assert prepare_image(np.full((300, 400, 3), 7, np.uint8)).abs().max().item() == 0  # constant: MONAI gives 0
 
 
 def test_masks_match_the_bundle_inference_config(image_files, tmp_path):
@@ -112,7 +117,8 @@ def test_masks_match_the_bundle_inference_config(image_files, tmp_path):
     runtime = load_runtime(RELEASED, threads=1)
     assert runtime.name == "onnxruntime"
     out = tmp_path / "masks"
-    results = list(BatchPredictor(runtime, out, batch_size=3, workers=2, save_probabilities=True).predict(image_files))
+    predictor = BatchPredictor(runtime, out, batch_size=3, workers=2, save_probabilities=True, save_overlays=True)
+    results = list(predictor.predict(image_files))
     assert [r.path for r in results] == image_files
     for path, result in zip(image_files, results):
         expected_prob, expected_mask = _bundle_prediction(path, preprocessing, postprocessing, network)
@@ -130,6 +136,12 @@ def test_masks_match_the_bundle_inference_config(image_files, tmp_path):
         expected_png = (np.clip(expected_prob, 0, 1) * 255).astype(np.int32)
         assert np.abs(prob - expected_png).max() <= 1
         assert np.isclose(result.mean_confidence, expected_prob[mask > 0].mean(), atol=PROBABILITY_ATOL)
+        overlay = np.asarray(Image.open(result.overlay_path))
+        assert overlay.shape == (height, width, 3)
+        photo = np.asarray(Image.open(path).convert("RGB"))
+        # the outline and tint are drawn inside the lesion only
+        assert np.array_equal(overlay[mask == 0], photo[mask == 0])
+        assert not np.array_equal(overlay[mask > 0], photo[mask > 0])
 
 
 def test_bad_files_are_named_and_skipped(image_files, tmp_path):
