@@ -104,13 +104,16 @@ def export_onnx(
     return path
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None):
+def onnx_session(
+    path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None, options=None
+):
     """An ``onnxruntime.InferenceSession`` for ``path`` with all graph optimisations on.
 
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
         providers: execution providers (default: CUDA first when available, then CPU).
+        options: an ``onnxruntime.SessionOptions`` to use instead of the above (``threads`` is then ignored).
     """
     try:
         import onnxruntime as ort
@@ -118,11 +121,12 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None, providers:
         raise ImportError(
             "ONNX Runtime is not installed: pip install 'egeunet-monai[onnx]' (or pip install onnxruntime)."
         ) from err
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
+    if options is None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
     if providers is None:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -141,14 +145,19 @@ class OnnxPredictor(nn.Module):
         path: the ``.onnx`` file written by :func:`export_onnx`.
         threads: intra-op threads for ONNX Runtime (default: its own choice).
         providers: ONNX Runtime execution providers (default: CUDA if available, then CPU).
+        options: an ``onnxruntime.SessionOptions`` instead of the default ones.
     """
 
     def __init__(
-        self, path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None
+        self,
+        path: str | os.PathLike,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        options=None,
     ) -> None:
         super().__init__()
         self.path = os.fspath(path)
-        self.session = onnx_session(self.path, threads=threads, providers=providers)
+        self.session = onnx_session(self.path, threads=threads, providers=providers, options=options)
         inputs = self.session.get_inputs()
         self.input_name = inputs[0].name
         self.input_shape = list(inputs[0].shape)
@@ -179,7 +188,7 @@ class OnnxPredictor(nn.Module):
 
 
 def load_onnx_predictor(
-    path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None
+    path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None, options=None
 ) -> OnnxPredictor:
     """A callable torch-in/torch-out module running the ONNX model at ``path`` with ONNX Runtime: a drop-in for
     the PyTorch network in eval mode (see :class:`OnnxPredictor`).
@@ -188,7 +197,8 @@ def load_onnx_predictor(
         path: the ``.onnx`` file written by :func:`export_onnx`.
         threads: intra-op threads for ONNX Runtime (default: its own choice).
         providers: ONNX Runtime execution providers (default: CUDA if available, then CPU).
+        options: an ``onnxruntime.SessionOptions`` instead of the default ones (``threads`` is then ignored).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no ONNX model at {path}: write one with egeunet_monai.export.export_onnx.")
-    return OnnxPredictor(path, threads=threads, providers=providers)
+    return OnnxPredictor(path, threads=threads, providers=providers, options=options)

@@ -1,0 +1,338 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""Lesion masks for many photographs at once: the bundle's inference pipeline as a pipeline of threads.
+
+``predict_folder("photos/", "masks/", "model.pt")`` writes ``<stem>_mask.png`` (and with ``save_probabilities``
+``<stem>_prob.png``, with ``save_overlays`` ``<stem>_overlay.png``) for every image, as ``configs/inference.json`` does, and returns one :class:`ImageResult` per
+image. While the network computes one batch, worker threads decode and resize the next images and write the masks
+of the previous batch (PIL and PyTorch release the GIL while they work). A file that cannot be read is reported by
+name and skipped; the others go on.
+
+The computation is the bundle's, image for image (``tests/inference/test_batch_predict.py`` compares the masks):
+min-max scaling of the whole image to [0, 255], MONAI's ``Resize`` to 256 x 256 (bilinear, with its Gaussian
+anti-aliasing), the network, sigmoid, bilinear resize back to the image's own size, threshold 0.5. Two things are
+done differently, for speed, each the same function up to float rounding:
+
+- the resize is MONAI's ``Resize`` applied once per image size to the unit vectors of each axis, kept as two
+  sparse matrices (256 x H and 256 x W), and applied as two sparse matrix products, the min-max scaling after them:
+  about 4 ms per 765 x 572 photograph on one thread instead of about 60 ms for MONAI's separable convolutions
+  (measured on a 2-core Xeon; the result differs by at most about 1e-4 on the [0, 255] scale);
+- arrays are H x W (rows first), as images are shown and saved, without MONAI's metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from egeunet_monai.threads import intra_op_thread_pool
+
+__all__ = ["BatchPredictor", "ImageResult", "predict_folder", "prepare_image", "resize_matrix", "restore_mask"]
+
+# zlib level 1: a binary mask compresses almost as well as at the default level 6, several times faster
+PNG_COMPRESS_LEVEL = 1
+
+
+def resize_matrix(size: int, out: int) -> torch.Tensor:
+    """MONAI's ``Resize(mode="bilinear", anti_aliasing=True)`` along one axis of ``size`` pixels to ``out``, as an
+    ``out x size`` matrix: the transform applied to the unit vectors of that axis (the other axis is left as it is,
+    which ``Resize`` does exactly). Resizing an image is separable, so ``A_h @ image @ A_w.T`` is MONAI's resize."""
+    from monai.transforms import Resize
+    from monai.utils import convert_to_tensor
+
+    chunk = min(size, 512)  # unit vectors a few hundred at a time: memory stays small for large photographs
+    columns = []
+    for start in range(0, size, chunk):
+        count = min(chunk, size - start)
+        basis = torch.zeros(1, size, count)
+        basis[0, torch.arange(start, start + count), torch.arange(count)] = 1.0
+        resized = Resize((out, count), mode="bilinear", anti_aliasing=True)(basis)
+        columns.append(convert_to_tensor(resized, track_meta=False).reshape(out, count))
+    return torch.cat(columns, dim=1).contiguous()
+
+
+@lru_cache(maxsize=512)  # a few KiB each: the photographs of a folder come in a handful of sizes
+def _sparse_resize(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`resize_matrix` in CSR form (each row has a few non-zeros: the Gaussian's and the interpolation's
+    support), and its row sums (below 1 near the borders, where MONAI's smoothing pads with zeros)."""
+    matrix = resize_matrix(size, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta": products are all we use
+        return matrix.to_sparse_csr(), matrix.sum(1)
+
+
+def prepare_image(array: np.ndarray, image_size: Sequence[int] = (256, 256)) -> torch.Tensor:
+    """The network input for one photograph: ``configs/inference.json``'s ``ScaleIntensityd(0, 255)`` and
+    ``Resized(image_size, bilinear, anti_aliasing)``, on an H x W x 3 ``uint8`` array; returns 3 x h x w float32.
+
+    Both are linear, so the min-max scaling is applied after the resize, to the smaller image:
+    ``A (s x - s lo) = s (A x) - s lo (A 1)``."""
+    height, width = array.shape[:2]
+    out_h, out_w = (int(s) for s in image_size)
+    lo, hi = float(array.min()), float(array.max())
+    # rows first, the three channels interleaved in each row: the first product needs no transposed copy
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # PIL's arrays are read-only; torch wants to own writable memory
+        array = array.copy()
+    x = torch.from_numpy(array).reshape(height, width * 3).float()
+    rows_h = rows_w = None
+    if height != out_h:
+        matrix, rows_h = _sparse_resize(height, out_h)
+        x = torch.sparse.mm(matrix, x)
+    x = x.reshape(out_h, width, 3)
+    if width != out_w:
+        matrix, rows_w = _sparse_resize(width, out_w)
+        x = torch.sparse.mm(matrix, x.transpose(0, 1).reshape(width, out_h * 3)).reshape(out_w, out_h, 3)
+        x = x.permute(2, 1, 0)
+    else:
+        x = x.permute(2, 0, 1)
+    ones = torch.outer(
+        rows_h if rows_h is not None else torch.ones(out_h), rows_w if rows_w is not None else torch.ones(out_w)
+    )
+    # MONAI's rescale_array: (x - min) / (max - min) * 255; a constant image becomes 0
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return ((x - lo * ones) * scale).contiguous()
+
+
+def restore_mask(probability: torch.Tensor, height: int, width: int, threshold: float = 0.5):
+    """The bundle's postprocessing after the sigmoid: ``Invertd`` of the resize (bilinear, no anti-aliasing) to
+    ``height x width`` and ``AsDiscreted(threshold)`` (foreground where ``p >= threshold``).
+
+    Args:
+        probability: 1 x h x w sigmoid output of one image.
+
+    Returns:
+        ``(probability, mask)``: H x W float32 and H x W ``uint8`` 0/255.
+    """
+    if tuple(probability.shape[1:]) != (height, width):
+        probability = F.interpolate(probability[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    prob = probability[0].numpy()
+    return prob, np.where(prob >= threshold, 255, 0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What :meth:`BatchPredictor.predict` did with one image.
+
+    Args:
+        path: the image file.
+        mask_path: the ``<stem>_mask.png`` written (``None`` when the image failed).
+        probability_path: the ``<stem>_prob.png`` written, with ``save_probabilities``.
+        overlay_path: the ``<stem>_overlay.png`` written (the outline on the photograph), with ``save_overlays``.
+        height: image height in pixels (0 when it failed).
+        width: image width in pixels.
+        area_px: lesion pixels in the mask.
+        mean_confidence: mean probability over the lesion pixels; NaN when the mask is empty.
+        error: why the image was skipped (the reader's message, which names the file), else ``None``.
+    """
+
+    path: Path
+    mask_path: Path | None = None
+    probability_path: Path | None = None
+    overlay_path: Path | None = None
+    height: int = 0
+    width: int = 0
+    area_px: int = 0
+    mean_confidence: float = math.nan
+    error: str | None = None
+
+
+class BatchPredictor:
+    """Segment many images with a runtime of :func:`~egeunet_monai.inference.runtime.load_runtime`, in batches,
+    with decoding, resizing and writing on worker threads.
+
+    Args:
+        runtime: ``logits = runtime(images)``; for throughput give it one thread (``load_runtime(w, threads=1)``)
+            and the other cores to the workers.
+        output_dir: where the masks go.
+        batch_size: images per network call.
+        workers: threads that decode, resize and write (each with one PyTorch thread); default: the CPU count.
+        threshold: probability threshold of the mask.
+        image_size: (height, width) the network runs at.
+        save_probabilities: also write ``<stem>_prob.png`` (probability x 255, as the bundle's ``SaveImaged``).
+        save_overlays: also write ``<stem>_overlay.png``: the mask's outline on the photograph.
+    """
+
+    def __init__(
+        self,
+        runtime,
+        output_dir: str | os.PathLike,
+        batch_size: int = 8,
+        workers: int | None = None,
+        threshold: float = 0.5,
+        image_size: Sequence[int] = (256, 256),
+        save_probabilities: bool = False,
+        save_overlays: bool = False,
+    ) -> None:
+        from egeunet_monai.data import DermoscopyImageReader
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        self.runtime = runtime
+        self.output_dir = Path(output_dir)
+        self.batch_size = int(batch_size)
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+        self.threshold = float(threshold)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.save_probabilities = bool(save_probabilities)
+        self.save_overlays = bool(save_overlays)
+        # rows first (H x W), as the arrays are written; the reader's checks name the file that fails them
+        self.reader = DermoscopyImageReader(kind="image", reverse_indexing=False)
+
+    def _load(self, path: Path):
+        from egeunet_monai.data import DermoscopyInputError
+
+        try:
+            array, _ = self.reader.get_data(self.reader.read(str(path)))
+        except DermoscopyInputError as err:
+            return ImageResult(path, error=str(err))
+        photo = np.asarray(array) if self.save_overlays else None  # kept only to draw on
+        return prepare_image(np.asarray(array), self.image_size), array.shape[:2], photo
+
+    def _write(self, path: Path, logits: torch.Tensor, height: int, width: int, photo) -> ImageResult:
+        from PIL import Image
+
+        from egeunet_monai.visualize import draw_overlay
+
+        # the sigmoid here, on a worker thread with one PyTorch thread, rather than on the network's thread
+        prob, mask = restore_mask(torch.sigmoid(logits), height, width, self.threshold)
+        mask_path = self.output_dir / f"{path.stem}_mask.png"
+        Image.fromarray(mask).save(mask_path, compress_level=PNG_COMPRESS_LEVEL)
+        prob_path = None
+        if self.save_probabilities:
+            prob_path = self.output_dir / f"{path.stem}_prob.png"
+            # the bundle's PILWriter: clip to [0, 1], scale by 255, cast (truncating) to uint8
+            scaled = (np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
+            Image.fromarray(scaled).save(prob_path, compress_level=PNG_COMPRESS_LEVEL)
+        overlay_path = None
+        if photo is not None:
+            overlay_path = self.output_dir / f"{path.stem}_overlay.png"
+            Image.fromarray(draw_overlay(photo, mask)).save(overlay_path, compress_level=PNG_COMPRESS_LEVEL)
+        lesion = mask > 0
+        area = int(lesion.sum())
+        confidence = float(prob[lesion].mean()) if area else math.nan
+        return ImageResult(path, mask_path, prob_path, overlay_path, height, width, area, confidence)
+
+    def predict(self, files: Iterable[str | os.PathLike]) -> Iterator[ImageResult]:
+        """Segment ``files``, yielding one result per file in their order (failed files included, with
+        ``error`` set), each once its mask is written."""
+        paths = [Path(f) for f in files]
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # The parallelism is across images. PyTorch's own threads would only wait for work by spinning (MKL's
+        # count is process-wide: the sparse products of the workers would use it): one thread while this runs,
+        # measured 24 instead of 30 ms of CPU per photograph on 2 cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        pool = intra_op_thread_pool(self.workers, 1, "egeunet-batch")
+        try:
+            yield from self._pipeline(paths, pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
+
+    def _pipeline(self, paths: list[Path], pool) -> Iterator[ImageResult]:
+        loads: deque[tuple[Path, Future]] = deque()
+        pending: deque[Future] = deque()  # one per image, in input order: its ImageResult
+        upcoming = iter(paths)
+        window = 2 * self.batch_size  # images decoded ahead of the network
+
+        def refill() -> None:
+            while len(loads) < window:
+                path = next(upcoming, None)
+                if path is None:
+                    return
+                loads.append((path, pool.submit(self._load, path)))
+
+        def done(result: ImageResult) -> Future:
+            future: Future = Future()
+            future.set_result(result)
+            return future
+
+        refill()
+        while loads:
+            batch = []  # (path, network input, (height, width), photograph or None, its result to come)
+            while loads and len(batch) < self.batch_size:
+                path, future = loads.popleft()
+                refill()
+                loaded = future.result()
+                if isinstance(loaded, ImageResult):  # unreadable: reported in its place, the rest goes on
+                    pending.append(done(loaded))
+                    continue
+                placeholder: Future = Future()
+                pending.append(placeholder)
+                batch.append((path, *loaded, placeholder))
+            if batch:
+                logits = torch.as_tensor(self.runtime(torch.stack([item[1] for item in batch]))).float().cpu()
+                for (path, _, (height, width), photo, placeholder), image_logits in zip(batch, logits):
+                    write = pool.submit(self._write, path, image_logits, height, width, photo)
+                    write.add_done_callback(lambda f, p=placeholder: _forward_result(f, p))
+            while pending and pending[0].done():
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _forward_result(source: Future, target: Future) -> None:
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
+
+
+def predict_folder(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    weights: str | os.PathLike,
+    batch_size: int = 8,
+    workers: int | None = None,
+    runtime: str = "auto",
+    threads: int | None = 1,
+    save_probabilities: bool = False,
+    save_overlays: bool = False,
+    progress: bool = True,
+) -> list[ImageResult]:
+    """Masks for a folder (or a list) of photographs; see :class:`BatchPredictor`.
+
+    Args:
+        inputs: an image, a folder of images (or its ``images/`` subfolder; masks are left out, as by
+            :func:`~egeunet_monai.data.list_images`), or a list of image files.
+        output_dir: where ``<stem>_mask.png`` go.
+        weights: ``.pt``/``.pth``/``.ts``/``.onnx`` (see :func:`~egeunet_monai.inference.runtime.load_runtime`).
+        batch_size: images per network call.
+        workers: decoding/writing threads; default the CPU count.
+        runtime: ``"auto"`` (the fastest installed) or ``"eager"``, ``"torchscript"``, ``"onnxruntime"``.
+        threads: the network's intra-op threads (one leaves the other cores to the workers).
+        save_probabilities: also write ``<stem>_prob.png``.
+        save_overlays: also write ``<stem>_overlay.png``.
+        progress: show a tqdm progress bar.
+    """
+    from tqdm import tqdm
+
+    from egeunet_monai.data import list_images
+    from egeunet_monai.inference.runtime import load_runtime
+
+    if isinstance(inputs, (str, os.PathLike)):
+        files = [item["image"] for item in list_images(inputs)]
+    else:
+        files = [os.fspath(f) for f in inputs]
+    net = load_runtime(weights, runtime=runtime, threads=threads)
+    predictor = BatchPredictor(
+        net, output_dir, batch_size, workers, save_probabilities=save_probabilities, save_overlays=save_overlays
+    )
+    results = []
+    for result in tqdm(predictor.predict(files), total=len(files), unit="image", disable=not progress):
+        if result.error is not None:
+            tqdm.write(f"skipped {result.error}")
+        results.append(result)
+    return results

@@ -1,0 +1,318 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""The fastest exact way to run a weights file: ONNX Runtime, else TorchScript, else the PyTorch network.
+
+``runtime = load_runtime("model.pt")`` gives a module with ``logits = runtime(images)`` (N x 3 x 256 x 256 float32
+in [0, 255], as the bundle feeds the network) that says which runtime it is and why (``runtime.description``, also
+logged once at INFO level):
+
+- ``.pt``/``.pth`` (this project's state dict, a MONAI ``CheckpointSaver`` checkpoint, or an original EGE-UNet
+  checkpoint with its own key names) and ``.ts`` (TorchScript, as the bundle's ``ckpt_export`` writes it): exported
+  to ONNX with a dynamic batch axis by :func:`~egeunet_monai.export.export_onnx` **once per weights file**, cached
+  under the file's sha256 in :func:`onnx_cache_dir`, and run with ONNX Runtime. Without ONNX Runtime (the ``onnx``
+  extra), or if the export fails: TorchScript (the ``.ts`` itself, or the scripted network), and if that fails too
+  the PyTorch network (eager).
+- ``.onnx`` (e.g. the edge exports of ``scripts/export_edge.py``, ``model_int8.onnx``): run as it is.
+
+``runtime="eager"`` forces the PyTorch network (for debugging, or a GPU), ``"torchscript"``/``"onnxruntime"``
+require that runtime. The ONNX Runtime path gives probabilities within 1e-4 of the eager network in float32
+(``tests/inference/test_runtime.py``; measured on real images: see there).
+
+Measured on the 2-core development machine, under load (``scripts/benchmarks/runtimes.py``): ONNX Runtime is the
+fastest of the four paths at batch 1 and 8; one intra-op thread is fastest there in both wall and CPU time when the
+cores are shared; several threads help only a single call on idle cores, so the default is ONNX Runtime's own
+(one per physical core) with spinning off, and the batch pipeline asks for one thread and keeps the other cores for
+decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from egeunet_monai.threads import ThreadPoolOwner
+
+__all__ = [
+    "ONNX_CACHE_ENV",
+    "RUNTIMES",
+    "InferenceRuntime",
+    "cached_onnx_export",
+    "file_sha256",
+    "load_eager_network",
+    "load_runtime",
+    "onnx_cache_dir",
+]
+
+RUNTIMES = ("auto", "onnxruntime", "torchscript", "eager")
+ONNX_CACHE_ENV = "EGEUNET_ONNX_CACHE"
+ONNX_INSTALL_HINT = "pip install 'egeunet-monai[onnx]'"
+TORCH_SUFFIXES = (".pt", ".pth")
+WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, ".ts", ".onnx")
+OPSET = 17
+logger = logging.getLogger(__name__)
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX models are kept: ``$EGEUNET_ONNX_CACHE``, else ``~/.cache/egeunet-monai/onnx``."""
+    return Path(os.environ.get(ONNX_CACHE_ENV) or Path.home() / ".cache" / "egeunet-monai" / "onnx")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_weights(weights: str | os.PathLike) -> Path:
+    path = Path(weights)
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{path}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found.")
+    return path
+
+
+def _state_dict_of(path: Path) -> Mapping[str, torch.Tensor]:
+    if path.suffix.lower() == ".ts":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({err}).") from err
+    # MONAI's CheckpointSaver writes {"model": state_dict, "optimizer": ..., ...}
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}.")
+    return obj
+
+
+def load_eager_network(weights: str | os.PathLike, network: nn.Module | None = None) -> nn.Module:
+    """The PyTorch network with the weights of a ``.pt``/``.pth``/``.ts`` file, on CPU in eval mode.
+
+    Args:
+        weights: this project's state dict or ``CheckpointSaver`` checkpoint, an original EGE-UNet checkpoint
+            (original key names, or its ``{"model_state_dict": ...}``), or a TorchScript file of an EGEUNet.
+        network: the network to load them into (e.g. the bundle config's ``network_def``); default ``EGEUNet()``.
+
+    Raises:
+        ValueError: the file is not a checkpoint of this network (the message names the file).
+    """
+    from egeunet_monai.networks import EGEUNet, OriginalCheckpointError, load_original_state_dict
+
+    path = _check_weights(weights)
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(f"{path}: an ONNX file runs with ONNX Runtime only; there is no PyTorch network in it.")
+    net = (network if network is not None else EGEUNet()).cpu()
+    state = _state_dict_of(path)
+    ours = set(net.state_dict())
+    if "model_state_dict" in state or not ours & set(state):
+        try:  # the original implementation's key names
+            load_original_state_dict(net, state)
+        except OriginalCheckpointError as err:
+            raise ValueError(f"{path} is neither a checkpoint of this network nor an original one: {err}") from err
+    else:
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path} does not match this network: {err}") from err
+    return net.eval()
+
+
+def cached_onnx_export(
+    weights: str | os.PathLike,
+    network: nn.Module | None = None,
+    image_size: Sequence[int] = (256, 256),
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """The ONNX export of ``weights`` (dynamic batch), made on first use and then read from the cache.
+
+    The file is named by the weights file's sha256, the image size and the opset, so changed weights get a new
+    export and any copy of the same weights shares one. It is written to a temporary file in the cache folder and
+    renamed into place: processes exporting at the same time each write a whole file, and a reader never sees a
+    half-written one.
+
+    Args:
+        weights: a ``.pt``/``.pth``/``.ts`` file (see :func:`load_eager_network`).
+        network: the network the weights belong to; default ``EGEUNet()``.
+        image_size: (height, width) of the exported graph.
+        cache_dir: default :func:`onnx_cache_dir`.
+    """
+    from egeunet_monai.export import export_onnx
+
+    path = _check_weights(weights)
+    height, width = (int(s) for s in image_size)
+    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    target = folder / f"{file_sha256(path)}-{height}x{width}-opset{OPSET}.onnx"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    net = load_eager_network(path, network)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.onnx", dir=folder)
+    os.close(fd)
+    try:
+        export_onnx(net, tmp, opset=OPSET, image_size=(height, width), dynamic_batch=True, check=True)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+class InferenceRuntime(ThreadPoolOwner, nn.Module):
+    """``logits = runtime(images)`` with the runtime :func:`load_runtime` chose: an ONNX Runtime session, a
+    TorchScript module or the PyTorch network, all in eval mode and without gradients.
+
+    Args:
+        network: the module that computes the logits.
+        name: ``"onnxruntime"``, ``"torchscript"`` or ``"eager"``.
+        reason: why this runtime, in words.
+        weights: the weights file it was made from.
+        threads: intra-op threads; PyTorch modules then run on a thread of their own with this count (PyTorch's
+            count is per thread), ONNX Runtime sessions are made with it. ``None``: the library's default.
+    """
+
+    def __init__(self, network: nn.Module, name: str, reason: str, weights: str, threads: int | None = None) -> None:
+        super().__init__()
+        self.network = network.eval()
+        self.name = name
+        self.reason = reason
+        self.weights = weights
+        self.threads = threads
+        self.workers = 1
+        self.intra_op_threads = int(threads or 1)
+        self.thread_name_prefix = "egeunet-infer"
+        self._pool = None
+
+    @property
+    def description(self) -> str:
+        """One line: which runtime runs which weights, and why."""
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        return f"inference runtime: {self.name}{threads} for {self.weights} ({self.reason})"
+
+    def train(self, mode: bool = True) -> InferenceRuntime:
+        return super().train(False)  # an inference runtime has no training mode (the bundle's engines call it)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.network(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.name == "onnxruntime" or not self.threads:
+            return self._logits(x)
+        return self._thread_pool().submit(self._logits, x).result()
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, weights={self.weights!r}, threads={self.threads}"
+
+
+def _onnx_session(path: Path, threads: int | None) -> nn.Module:
+    import onnxruntime as ort
+
+    from egeunet_monai.export import load_onnx_predictor
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    # spinning threads wait for work by burning a core: on shared cores measured 1.8x slower at 2 threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: e.g. a float16 model's unfoldable nodes warn once per node
+    return load_onnx_predictor(path, providers=["CPUExecutionProvider"], options=options)
+
+
+def load_runtime(
+    weights: str | os.PathLike,
+    runtime: str = "auto",
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    image_size: Sequence[int] = (256, 256),
+    cache_dir: str | os.PathLike | None = None,
+    network: nn.Module | None = None,
+) -> InferenceRuntime:
+    """The fastest runtime for ``weights`` that is installed (see the module docstring), or the one asked for.
+
+    Args:
+        weights: a ``.pt``/``.pth``/``.ts``/``.onnx`` file.
+        runtime: ``"auto"`` (ONNX Runtime, else TorchScript, else eager), or one of ``"onnxruntime"``,
+            ``"torchscript"``, ``"eager"`` to require it.
+        threads: intra-op threads (default: the library's own choice).
+        device: where PyTorch runtimes compute; ONNX Runtime runs on CPU, so ``"auto"`` on another device is eager.
+        image_size: (height, width) the network runs at (ONNX exports fix it).
+        cache_dir: where ONNX exports are cached; default :func:`onnx_cache_dir`.
+        network: the network the weights belong to; default ``EGEUNet()``.
+
+    Raises:
+        ValueError: unknown ``runtime``, an impossible pairing (an ``.onnx`` file without ONNX Runtime), or weights
+            that do not fit the network.
+        ImportError: ``runtime="onnxruntime"`` (or an ``.onnx`` file) without ONNX Runtime installed.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
+    path = _check_weights(weights)
+    device = torch.device(device)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx" and runtime not in ("auto", "onnxruntime"):
+        raise ValueError(f"{path}: an ONNX file runs with ONNX Runtime only, not {runtime}.")
+    if runtime == "auto" and device.type != "cpu" and suffix != ".onnx":
+        runtime, why_torch = "eager", f"ONNX Runtime runs on CPU here; on {device} the PyTorch network does"
+    else:
+        why_torch = ""
+
+    if runtime in ("auto", "onnxruntime"):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            if runtime == "onnxruntime" or suffix == ".onnx":
+                raise ImportError(f"{path}: ONNX Runtime is not installed: `{ONNX_INSTALL_HINT}`.") from err
+            why_torch = f"ONNX Runtime is not installed: `{ONNX_INSTALL_HINT}` for the fastest path"
+        else:
+            try:
+                onnx_file = path if suffix == ".onnx" else cached_onnx_export(path, network, image_size, cache_dir)
+                net = _onnx_session(onnx_file, threads)
+            except Exception as err:
+                if runtime == "onnxruntime" or suffix == ".onnx":
+                    raise
+                why_torch = f"the ONNX export could not be made or run ({type(err).__name__}: {err})"
+            else:
+                why = "as given" if suffix == ".onnx" else f"exported once and cached as {onnx_file}"
+                return _announce(InferenceRuntime(net, "onnxruntime", f"fastest measured; {why}", str(path), threads))
+
+    if runtime in ("auto", "torchscript"):
+        try:
+            with warnings.catch_warnings():
+                # TorchScript is deprecated in recent PyTorch: nothing a user of the fall-back can act on
+                warnings.simplefilter("ignore", DeprecationWarning)
+                if suffix == ".ts":
+                    net = torch.jit.load(str(path), map_location=device)
+                else:
+                    net = torch.jit.script(load_eager_network(path, network)).to(device)
+        except Exception as err:
+            if runtime == "torchscript":
+                raise
+            why_torch += f"; TorchScript failed ({type(err).__name__}: {err})"
+        else:
+            reason = why_torch or "as asked"
+            return _announce(InferenceRuntime(net, "torchscript", reason, str(path), threads))
+
+    net = load_eager_network(path, network).to(device)
+    return _announce(InferenceRuntime(net, "eager", why_torch.lstrip("; ") or "as asked", str(path), threads))
+
+
+def _announce(runtime: InferenceRuntime) -> InferenceRuntime:
+    logger.info(runtime.description)
+    return runtime

@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""End to end: masks for a folder of full-size PH2 photographs, each way a whole process of its own, timed from
+start to exit (imports, weights, every image decoded, segmented and written as PNG): images/s, CPU seconds and peak
+RSS of the process, and the mean Dice between its masks and the plain loop's.
+
+- the plain loop, as a user of the original code writes it (the original code is not available here; its network is
+  this project's ``EGEUNet``, eval mode, eager, PyTorch's default threads): PIL decode, min-max scaling to
+  [0, 255], resize to 256 x 256 (``F.interpolate`` bilinear with anti-aliasing), the network at batch 1, sigmoid,
+  resize back (bilinear), threshold 0.5, PNG;
+- ``egeunet-monai predict`` as it is in this checkout;
+- ``predict_folder`` (egeunet_monai/inference/batch.py) with worker threads, and with DataLoader worker processes
+  for decoding instead (the same functions), to choose between them.
+
+All use the same weights (the released ones by default), so the masks can be compared. The ONNX export is made once
+before the runs (a first run on new weights adds it: see the printed time).
+
+Example: ``python scripts/benchmarks/predict_folder.py --images 300``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import RELEASED_WEIGHTS, REPO_ROOT, SHARED_DATA, machine, markdown
+
+PH2 = SHARED_DATA / "ph2" / "images"
+
+
+def plain_loop(inputs: Path, out: Path, weights: str, threads: int | None) -> None:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from egeunet_monai.networks import EGEUNet
+
+    if threads:
+        torch.set_num_threads(threads)
+    net = EGEUNet()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.eval()
+    for path in sorted(inputs.glob("*.jpg")):
+        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+        image = (image - image.min()) / (image.max() - image.min()) * 255
+        x = torch.from_numpy(image).permute(2, 0, 1)[None]
+        x = F.interpolate(x, size=(256, 256), mode="bilinear", antialias=True)
+        with torch.no_grad():
+            p = torch.sigmoid(net(x))
+        p = F.interpolate(p, size=image.shape[:2], mode="bilinear")
+        mask = (p[0, 0] >= 0.5).numpy().astype(np.uint8) * 255
+        Image.fromarray(mask).save(out / f"{path.stem}_mask.png")
+
+
+def dataloader_pipeline(inputs: Path, out: Path, weights: str, workers: int, batch: int) -> None:
+    """Decoding in DataLoader worker processes, writing on one thread: the alternative to predict_folder's threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from egeunet_monai.data import DermoscopyImageReader
+    from egeunet_monai.inference.batch import prepare_image, restore_mask
+    from egeunet_monai.inference.runtime import load_runtime
+
+    files = sorted(inputs.glob("*.jpg"))
+
+    class Photos(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            torch.set_num_threads(1)
+            reader = DermoscopyImageReader(kind="image", reverse_indexing=False)
+            array, _ = reader.get_data(reader.read(str(files[i])))
+            return prepare_image(np.asarray(array)), i, array.shape[0], array.shape[1]
+
+    runtime = load_runtime(weights, threads=1)
+    loader = torch.utils.data.DataLoader(Photos(), batch_size=batch, num_workers=workers)
+
+    def write(p, i, h, w):
+        Image.fromarray(restore_mask(p, h, w)[1]).save(out / f"{files[i].stem}_mask.png", compress_level=1)
+
+    with ThreadPoolExecutor(1) as pool:
+        jobs = []
+        for x, idx, hs, ws in loader:
+            probabilities = torch.sigmoid(runtime(x))
+            jobs += [pool.submit(write, p, int(i), int(h), int(w)) for p, i, h, w in zip(probabilities, idx, hs, ws)]
+        for job in jobs:
+            job.result()
+
+
+def child(args) -> None:
+    sys.path.insert(0, str(REPO_ROOT))
+    kind = args.child
+    if kind == "plain":
+        plain_loop(args.input, args.out, args.weights, args.threads)
+    elif kind == "pipeline":
+        from egeunet_monai.inference.batch import predict_folder
+
+        predict_folder(args.input, args.out, args.weights, batch_size=args.batch, workers=args.workers,
+                       threads=args.threads, progress=False)  # fmt: skip
+    elif kind == "dataloader":
+        dataloader_pipeline(args.input, args.out, args.weights, args.workers, args.batch)
+
+
+def run(cmd: list[str], env: dict, timeout: float) -> tuple[float, float, float, int]:
+    """(wall s, CPU s, peak RSS MiB, exit code) of one whole process; stopped after ``timeout`` seconds (exit code
+    -9: the rate is then that of the masks written so far)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - start > timeout:
+            proc.kill()
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, -9):
+        print(f"{' '.join(cmd)} failed with exit code {code}", file=sys.stderr)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code
+
+
+def mean_dice(a: Path, b: Path) -> float:
+    import numpy as np
+    from PIL import Image
+
+    scores = []
+    for mask in sorted(a.glob("*_mask.png")):
+        other = b / mask.name
+        if not other.is_file():
+            return float("nan")
+        p, q = np.asarray(Image.open(mask)) > 0, np.asarray(Image.open(other)) > 0
+        scores.append(2 * (p & q).sum() / max(int(p.sum() + q.sum()), 1) if p.shape == q.shape else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=300, help="photographs (the 150 of PH2, repeated)")
+    p.add_argument("--weights", default=str(RELEASED_WEIGHTS))
+    p.add_argument("--variants", nargs="+",
+                   default=["plain-1", "threads-2", "threads-1", "dataloader-2", "plain", "cli"])
+    p.add_argument("--timeout", type=float, default=600, help="seconds one process may run (default: %(default)s)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    sys.path.insert(0, str(REPO_ROOT))
+    print(machine())
+    photos = sorted(PH2.glob("*.jpg"))
+    if not photos:
+        raise SystemExit(f"no photographs in {PH2}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    inputs = tmp / "photos"
+    inputs.mkdir()
+    for i in range(args.images):  # copies under new names: each file is decoded as a new one
+        src = photos[i % len(photos)]
+        shutil.copy(src, inputs / f"{src.stem}_{i // len(photos)}.jpg")
+    from egeunet_monai.inference.runtime import load_runtime
+
+    start = time.perf_counter()
+    print(load_runtime(args.weights).description, f"({time.perf_counter() - start:.1f} s)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    me = [sys.executable, str(Path(__file__).resolve())]
+    commands = {
+        "plain": ("plain loop (original network, eager, batch 1, PyTorch's default threads)",
+                  me + ["--child", "plain", "--threads", "0"]),
+        "plain-1": ("plain loop (original network, eager, batch 1, 1 thread)", me + ["--child", "plain"]),
+        "cli": ("egeunet-monai predict (this checkout)",
+                [str(Path(sys.executable).with_name("egeunet-monai")), "predict", str(inputs), "--device", "cpu",
+                 "--weights", args.weights, "--no-progress"]),
+    }  # fmt: skip
+    for v in args.variants:
+        if v.startswith("threads-"):
+            w = int(v.split("-")[1])
+            commands[v] = (f"predict_folder, {w} worker thread{'s' * (w > 1)}, ONNX Runtime 1 thread, batch 8",
+                           me + ["--child", "pipeline", "--workers", str(w), "--threads", "1"])  # fmt: skip
+        elif v.startswith("dataloader-"):
+            w = int(v.split("-")[1])
+            commands[v] = (f"DataLoader, {w} worker processes, ONNX Runtime 1 thread, batch 8",
+                           me + ["--child", "dataloader", "--workers", str(w)])  # fmt: skip
+    rows, outs = [], {}
+    for v in args.variants:
+        label, cmd = commands[v]
+        out = tmp / f"out_{v}"
+        out.mkdir()
+        outs[v] = out
+        if v == "cli":
+            cmd = cmd + ["--out", str(out)]
+        else:
+            cmd = cmd + ["--input", str(inputs), "--out", str(out), "--weights", args.weights]
+        wall, cpu, rss, code = run(cmd, env, args.timeout)
+        written = len(list(out.glob("*_mask.png")))
+        status = {0: "", -9: f" (stopped after {args.timeout:.0f} s)"}.get(code, f" (exit code {code})")
+        rows.append([label + status, f"{written / wall:.1f}", f"{wall:.1f}", f"{cpu:.1f}", f"{rss:.0f}",
+                     str(written)])  # fmt: skip
+        print(rows[-1], flush=True)
+    base = rows[0][1]
+    for row, v in zip(rows, args.variants):
+        row.insert(2, f"{float(row[1]) / float(base):.2f}x")
+        row.append(f"{mean_dice(outs[v], outs[args.variants[0]]):.4f}")
+    print(f"\n{args.images} full-size PH2 photographs ({len(photos)} distinct), one whole process each, run once")
+    print(markdown(["path", "images/s", "vs plain loop", "wall s", "CPU s", "peak RSS MiB", "masks",
+                    f"mean Dice vs {args.variants[0]}"], rows))  # fmt: skip
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
