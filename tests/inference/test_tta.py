@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from monai.transforms import Resize, ScaleIntensity
 from PIL import Image
 
-from conftest import REPO_ROOT, require_shared_data
+from tests.conftest import REPO_ROOT, require_shared_data
 from egeunet_monai.inference import (
     DIHEDRAL_VIEWS,
     DihedralTTAInferer,
