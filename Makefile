@@ -34,5 +34,15 @@ test: setup  ## the whole suite, as CI runs it
 test-fast: setup  ## skip the slow end-to-end tests
 	$(PY) -m pytest tests -m "not slow" $(ARGS)
 
+# The numeric tests under the vector-kernel levels other CPUs get (docs/reliability.md): this CPU's own, AVX2, and
+# none; PyTorch's kernels follow ATEN_CPU_CAPABILITY (and the C++ kernels, built per level), its convolutions
+# (oneDNN) ONEDNN_MAX_CPU_ISA.
+NUMERIC_TESTS ?= tests/networks tests/losses tests/transforms tests/engines tests/metrics
+.PHONY: test-dispatch
+test-dispatch: setup  ## the numeric tests at ATEN_CPU_CAPABILITY unset, avx2 and default
+	env -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA $(PY) -m pytest $(NUMERIC_TESTS) $(ARGS)
+	env ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest $(NUMERIC_TESTS) $(ARGS)
+	env ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 $(PY) -m pytest $(NUMERIC_TESTS) $(ARGS)
+
 clean:
 	rm -rf runs models/model.pt models/model.ts dist

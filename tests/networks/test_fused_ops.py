@@ -68,7 +68,7 @@ def test_network_gradients_match_in_float64():
     for net in (plain, fused):
         outputs = net.train()(x)
         sum(o.square().mean() * (k + 1) for k, o in enumerate(outputs)).backward()
-    assert _relative_grad_gap(plain, fused) < 1e-10
+    assert _relative_grad_gap(plain, fused) < 1e-10  # measured <= 3.7e-15 under the three dispatch levels
 
 
 def test_max_pool_gradient_goes_to_the_first_maximum_as_max_pool2d():
@@ -92,8 +92,11 @@ def _assert_same_output_and_gradients(plain, fused, leaves: list[torch.Tensor]) 
     y2 = fused()
     got = torch.autograd.grad(y2, leaves, grad)
     assert torch.equal(y, y2)
+    # float64 rounding of another summation order: measured <= 3.7e-15 of the largest gradient on Intel Xeon under
+    # ATEN_CPU_CAPABILITY unset/avx2/default; relative to the largest, as an element that cancels keeps the others'
+    # absolute error
     for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12 * e.abs().max().item())
 
 
 @pytest.mark.parametrize("dilation", [1, 2, 5, 7])
