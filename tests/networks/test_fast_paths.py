@@ -156,7 +156,8 @@ def test_fast_building_blocks_are_exact(tier):
         with torch.no_grad():
             reference = conv64(x.double())  # itself within float64 rounding of the exact sums
             # 9 products and the bias per output
-            magnitude = F.conv2d(x.double().abs(), conv64.weight.abs(), conv64.bias.abs(), padding=d, dilation=d, groups=5)
+            magnitude = F.conv2d(x.double().abs(), conv64.weight.abs(), conv64.bias.abs(), padding=d, dilation=d,
+                                 groups=5)
             slack = _sum_rounding_bound(magnitude, float64_unit)
             error64 = (_DepthwiseConv(conv64)(x.double()) - reference).abs()
             assert (error64 <= 2 * slack).all(), f"dilation {d}, float64: {error64.max().item():.1e}"

@@ -17,6 +17,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
+# Largest probability difference from eager fp32 in the quick run (the released weights on the first 4 training
+# images, batches 1 and 4), measured on Intel Xeon (AVX-512 with BF16) under ATEN_CPU_CAPABILITY unset/avx2/default,
+# also with oneDNN capped at AVX2/SSE4.1 (no bf16 instructions), and on AMD EPYC (CI):
+# - bf16 autocast: 0.041-0.059 (AMD EPYC 0.053): bf16 keeps 8 bits of mantissa; rounding every convolution's inputs
+#   and weights to it moves the logits by ~0.3. Bound 0.18 = 3x the largest.
+BF16_PROB_TOL = 0.18
+# - channels-last: <= 5.4e-5 (PyTorch's channels-last GroupNorm rounds ~100x more than its contiguous one in
+#   float32; 2.6e-4 at batch 8). Bound 1.6e-4 = 3x.
+CHANNELS_LAST_PROB_TOL = 1.6e-4
+# - TorchScript runs eager's own operators: measured identical. Two float32 paths of the released network are each
+#   within 4e-5 of float64 (tests/networks/test_fast_paths.py), so within 8e-5 of each other.
+FLOAT32_PATH_PROB_TOL = 8e-5
+
 
 def test_gpu_benchmark_smoke_run_on_cpu(shared_data_dir: Path, tmp_path: Path):
     out, raw = tmp_path / "gpu.md", tmp_path / "gpu.json"
@@ -42,8 +55,8 @@ def test_gpu_benchmark_smoke_run_on_cpu(shared_data_dir: Path, tmp_path: Path):
         assert {(path, "1"), (path, "4")} <= inference, inference
     for r in by_group["inference 256x256"]:
         logits, prob = (float(v) for v in r["diff"].split("/"))
-        # bf16 keeps 8 bits of mantissa; channels-last convolutions take other kernels (other summation orders)
-        limit = 5e-2 if "bf16" in r["path"] else 1e-3 if "channels-last" in r["path"] else 1e-5
+        limit = BF16_PROB_TOL if "bf16" in r["path"] else CHANNELS_LAST_PROB_TOL if "channels-last" in r["path"] \
+            else FLOAT32_PATH_PROB_TOL
         assert prob <= limit, (r["path"], r["diff"])
     assert {r["path"] for r in by_group["training"]} == {"fp32 (reference)", "bf16 autocast"}
     assert {r["batch"] for r in by_group["training"]} == {"4", "8"}

@@ -30,7 +30,9 @@ def test_the_kernel_and_the_pytorch_operators_agree():
             kernel = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
             with cpu_kernels.enabled(False):
                 pytorch = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
-                exact = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image.double(), label.double())
+                exact = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(
+                    image.double(), label.double()
+                )
             if rotate_prob == 0:
                 assert torch.equal(kernel[0], pytorch[0]) and torch.equal(kernel[1], pytorch[1])
             torch.testing.assert_close(kernel[0].double(), exact[0], rtol=0, atol=8 * FLOAT32_UNIT)
