@@ -9,6 +9,8 @@ from egeunet_monai.inference.predictor import (
     default_bundle_root,
     load_photo,
 )
+from egeunet_monai.inference.batch import BatchPredictor, ImageResult, predict_folder, prepare_image, restore_mask
+from egeunet_monai.inference.runtime import RUNTIMES, InferenceRuntime, load_runtime, onnx_cache_dir
 
 __all__ = ["ONNX_INSTALL_HINT", "LesionPredictor", "LesionStats", "Prediction", "default_bundle_root", "load_photo"]
 from egeunet_monai.inference.quality import QUALITY_FLAGS, QualityThresholds, format_flags, quality_flags
@@ -42,4 +44,15 @@ __all__ += [
     "lesion_entropy",
     "predict_with_tta",
     "quality_flags",
+]
+__all__ += [
+    "RUNTIMES",
+    "BatchPredictor",
+    "ImageResult",
+    "InferenceRuntime",
+    "load_runtime",
+    "onnx_cache_dir",
+    "predict_folder",
+    "prepare_image",
+    "restore_mask",
 ]

@@ -30,6 +30,9 @@ RELEASED_TS = REPO_ROOT / "bundle" / "models" / "model.ts"
 # (the eager float32 network itself is 1.0e-5 and 1.3e-5 from float64; most of the rest is ONNX Runtime's
 # InstanceNormalization, which GroupNorm exports to, on the first level's activations of up to ~740).
 PROBABILITY_ATOL = 1e-4
+# Dice between the INT8 model's masks and the float32 model's, per image of `real_images`, calibrated on 4 images:
+# measured at least 0.988 (with 100 calibration images: mean 0.989 over the 429 validation images).
+INT8_MIN_DICE = 0.97
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -175,28 +178,24 @@ def test_bad_arguments_and_files_are_named(tmp_path):
         load_runtime(tmp_path / "other.pt", runtime="eager")
 
 
+
 def test_int8_edge_export_loads_as_it_is(tmp_path, real_images):
-    """scripts/export_edge.py's INT8 model (calibrated here on 4 images only) runs as ``--weights`` with a dynamic
-    batch, and its masks stay close to the float32 model's (measured mean Dice 0.99 with 100 calibration images
-    on the 429 validation images; bound for 4 calibration images: measured below, see the assertion)."""
+    """scripts/export_edge.py's INT8 model runs as ``--weights`` with a dynamic batch, its masks close to the float32
+    model's. Calibrated here on 4 training images only, to keep the test short."""
     pytest.importorskip("onnxruntime")
+    from tests.conftest import require_shared_data
+
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import export_edge
 
     fp32 = export_edge.export_fp32(RELEASED, tmp_path / "model_fp32.onnx")
-    files = export_edge.calibration_files(require_shared_data_dir() / "isic2017_train_256", 4, None)
+    files = export_edge.calibration_files(require_shared_data("isic2017_train_256"), 4, None)
     int8 = export_edge.quantize_int8(fp32, tmp_path / "model_int8.onnx", files)
     runtime = load_runtime(int8, threads=1)
-    assert runtime.name == "onnxruntime"
+    assert runtime.name == "onnxruntime" and "as given" in runtime.reason
     expected = _probabilities(load_runtime(fp32, threads=1), real_images, 8) >= 0.5
     for batch in (8, 3):
         got = _probabilities(runtime, real_images, batch) >= 0.5
         assert got.shape == expected.shape
-        dice = [(2 * (g & e).sum() / (g.sum() + e.sum())).item() for g, e in zip(got, expected)]
+        dice = [(2 * (g & e).sum() / max(int(g.sum() + e.sum()), 1)).item() for g, e in zip(got, expected)]
         assert min(dice) >= INT8_MIN_DICE, dice
-
-
-def require_shared_data_dir() -> Path:
-    from tests.conftest import require_shared_data
-
-    return require_shared_data()
