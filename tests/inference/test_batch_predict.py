@@ -47,11 +47,8 @@ def image_files() -> list[Path]:
 
 
 def _bundle_pipeline(tmp_path: Path):
-    """configs/inference.json's preprocessing, network and postprocessing, read with rows first (H x W).
-
-    The config's reader still uses MONAI's (W, H) order (``reverse_indexing=True``) at the time of writing; the
-    network is not transpose-invariant, so this test sets the config's own reader to H x W, as the config is being
-    changed to: after that change the override is a no-op."""
+    """configs/inference.json's preprocessing and postprocessing, read with rows first (H x W) as the config's reader
+    does by default (set explicitly: the network is not transpose-invariant)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -78,12 +75,16 @@ def _bundle_prediction(path: Path, preprocessing, postprocessing, network):
     with torch.inference_mode():
         batch["pred"] = network(batch["image"])
     result = decollate_batch(batch)[0]
-    probability = None
+    probability = mask = None
+    # read both where the threshold is applied: the config's last transform turns the mask to MONAI's (x, y) order
+    # for MONAI Label's writer
     for transform in postprocessing.transforms:
         if isinstance(transform, AsDiscreted):
             probability = np.asarray(result["pred"])[0].copy()
         result = transform(result)
-    return probability, np.asarray(result["pred"]).reshape(probability.shape)
+        if isinstance(transform, AsDiscreted):
+            mask = np.asarray(result["pred"])[0].copy()
+    return probability, mask
 
 
 def test_resize_matrices_are_monais_resize(image_files):
