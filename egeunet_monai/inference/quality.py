@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 __all__ = ["QUALITY_FLAGS", "QualityThresholds", "format_flags", "quality_flags"]
 
@@ -96,6 +95,10 @@ def quality_flags(
             ``low_confidence``.
         thresholds: when each flag applies; default :class:`QualityThresholds`.
     """
+    # scipy is not (yet) a dependency of the package (MONAI's FillHoles needs it too): imported on use, so that
+    # importing egeunet_monai.inference (the predictor) works without it
+    from scipy import ndimage
+
     thresholds = thresholds or QualityThresholds()
     lesion = _as_2d_mask(mask)
     flags = []
