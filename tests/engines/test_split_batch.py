@@ -58,11 +58,12 @@ def _network() -> EGEUNet:
 
 # The float32 whole-batch and split steps against the same step with the network in float64 (MONAI's
 # DeepSupervisionLoss computes the loss itself in float32: ~1e-7 of rounding in the reference, far below these):
-# measured on Intel Xeon under ATEN_CPU_CAPABILITY unset/avx2/default, C++ kernels on and off: loss <= 2.1e-7
-# relative, predictions <= 6.1e-6 and gradients <= 2.9e-5 of their largest value; bounds about 3x (5x on the loss).
+# measured on Intel Xeon under ATEN_CPU_CAPABILITY unset/avx2/default (oneDNN capped alike), C++ kernels on and off:
+# loss <= 2.1e-7 relative, predictions <= 1.1e-5 and gradients <= 4.6e-5 of their largest value (both at
+# default/SSE4.1); bounds 3x or more (5x on the loss).
 LOSS_RTOL = 1e-6
-PRED_TOL = 2e-5
-GRAD_TOL = 1e-4
+PRED_TOL = 4e-5
+GRAD_TOL = 1.5e-4
 
 
 def test_split_iteration_gives_the_whole_batch_loss_prediction_and_gradients():

@@ -14,7 +14,7 @@ from egeunet_monai.networks.blocks import cpu_kernels
 from tests.conftest import require_cpu_kernels
 
 # Float32 losses (the kernel's and MONAI's operators) against MONAI's DiceCELoss in float64 on the inputs below:
-# measured <= 1.2e-7 relative on the value (2 float32 ulps) and <= 2.5e-7 of the largest gradient, on Intel Xeon
+# measured <= 1.3e-7 relative on the value (2 float32 ulps) and <= 2.7e-7 of the largest gradient, on Intel Xeon
 # under ATEN_CPU_CAPABILITY unset/avx2/default (the kernel's AVX2 and its scalar build): bounds 5e-7 and 1e-6 (4x).
 FLOAT32_LOSS_RTOL = 5e-7
 FLOAT32_GRAD_TOL = 1e-6
