@@ -48,7 +48,9 @@ def test_quick_benchmark_measures_every_group(shared_data_dir: Path, tmp_path: P
         assert all(math.isfinite(v) and v > 0 for v in r["values"]), r
 
     fast = [r for r in rows if r["path"].startswith("optimize_for_inference")]
-    assert len(fast) >= 4 and all(_prob_diff(r["diff"]) <= 1e-5 for r in fast), [(r["path"], r["diff"]) for r in fast]
+    # float32 against float32: each is at most 1.3e-5 from the float64 network on probabilities (measured at
+    # ATEN_CPU_CAPABILITY unset/avx2/default, tests/networks/test_fast_paths.py), so at most 2.6e-5 apart; 3x that
+    assert len(fast) >= 4 and all(_prob_diff(r["diff"]) <= 8e-5 for r in fast), [(r["path"], r["diff"]) for r in fast]
     paths = {r["path"] for r in rows}
     assert any("batch split over 2 threads" in p for p in paths), paths
     assert any(p.startswith("1 process (configs/train.json as shipped") for p in paths), paths
