@@ -209,6 +209,16 @@ def _figure(width: float = 4.5, height: float = 4.0):
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def _save(fig, ax, path: str | os.PathLike, title: str, legend_loc: str) -> None:
+    # the finish both plots share: grid, legend, optional title, PNG
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend_loc)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path))
+
+
 def plot_risk_coverage(
     curves: Mapping[str, RiskCoverage], path: str | os.PathLike, score_name: str = "mean Dice", title: str = ""
 ) -> None:
@@ -227,12 +237,7 @@ def plot_risk_coverage(
     ax.set_xlabel("fraction of images kept (most uncertain set aside first)")
     ax.set_ylabel(f"{score_name} of the images kept")
     ax.set_xlim(0.0, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(os.fspath(path))
+    _save(fig, ax, path, title, "lower left")
 
 
 def plot_reliability_diagram(
@@ -256,9 +261,4 @@ def plot_reliability_diagram(
     ax.set_ylabel("share of the bin's pixels that are lesion")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(os.fspath(path))
+    _save(fig, ax, path, title, "upper left")
