@@ -216,7 +216,8 @@ def test_size_check_follows_exif_orientation(shared_data_dir: Path, tmp_path: Pa
 
     loaded = LoadImaged(keys=["image", "label"], reader=DermoscopyImageReader(), image_only=True,
                         ensure_channel_first=True)(item)
-    assert tuple(loaded["image"].shape) == (3, 572, 765) and tuple(loaded["label"].shape) == (1, 572, 765)
+    # rows x columns as displayed: 765 rows of 572 pixels
+    assert tuple(loaded["image"].shape) == (3, 765, 572) and tuple(loaded["label"].shape) == (1, 765, 572)
     gray, lesion = loaded["image"].numpy().mean(0), loaded["label"][0].numpy() > 0
     assert gray[lesion].mean() < gray[~lesion].mean() - 40  # image and mask line up once both are displayed
 
