@@ -14,10 +14,11 @@ The output is ``<out>/<name>/`` plus ``<out>/<name>_v<version>.zip`` (the zip ho
 level, as model-zoo bundles do). The name ends in ``_segmentation`` so that MONAI Label treats the bundle as a
 segmentation model.
 
-With ``--monailabel-app DIR`` the bundle is also placed into ``DIR/model/<name>/`` of a MONAI Label
-``monaibundle`` app. When DIR has no ``main.py`` yet, the ``monaibundle`` sample app that ships inside the
-monailabel package is copied there first (from the MONAI Label venv made by
-``scripts/setup_monailabel_env.sh``), exactly as ``monailabel apps --download --name monaibundle`` would.
+With ``--monailabel-app DIR`` the bundle is also placed into ``DIR/model/<name>/`` of a MONAI Label app. When DIR
+has no ``main.py`` yet, the app is made first: the ``monaibundle`` sample app that ships inside the monailabel
+package (from the MONAI Label venv made by ``scripts/setup_monailabel_env.sh``, as
+``monailabel apps --download --name monaibundle`` would copy it), its ``main.py`` renamed ``monaibundle_main.py``,
+and the files of ``monailabel_app/`` (a ``main.py`` that adds active learning by TTA uncertainty to the sample's).
 
 The bundle stands alone: it runs with MONAI and published packages only (``required_packages_version`` of
 configs/metadata.json), as the MONAI model zoo requires. The code its configs call (the network, its blocks and
@@ -53,6 +54,8 @@ DEFAULT_NAME = "egeunet_skin_lesion_segmentation"
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints")
 # repository-only parts of bundle/: the offline copy of the model zoo's metadata schema (the zoo fetches its own)
 NOT_SHIPPED = ("schema",)
+# the MONAI Label app's own files (main.py on top of the monaibundle sample app, the uncertainty scoring)
+APP_SOURCES = REPO_ROOT / "monailabel_app"
 
 PACKAGE = "egeunet_monai"
 BUNDLE_PACKAGE = "scripts"  # the model zoo's name for a bundle's own code, imported with the bundle root on sys.path
@@ -404,7 +407,11 @@ def place_into_app(bundle: Path, app_dir: Path, venv: Path, overwrite: bool) -> 
         shutil.copytree(
             sample, app_dir, ignore=shutil.ignore_patterns("logs", "model", "__pycache__"), dirs_exist_ok=True
         )
-        print(f"created MONAI Label app {app_dir} from {sample}")
+        # our main.py builds on the sample's (active learning by TTA uncertainty), which it imports under this name
+        (app_dir / "main.py").rename(app_dir / "monaibundle_main.py")
+        for source in sorted(APP_SOURCES.glob("*.py")):
+            shutil.copy2(source, app_dir / source.name)
+        print(f"created MONAI Label app {app_dir} from {sample} and {APP_SOURCES}")
     dest = app_dir / "model" / bundle.name
     if dest.exists():
         if not overwrite:
@@ -439,8 +446,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="DIR",
-        help="also place the bundle into DIR/model/ of a MONAI Label monaibundle app (created from the installed "
-        "sample app when DIR has no main.py)",
+        help="also place the bundle into DIR/model/ of a MONAI Label app (when DIR has no main.py: made from the "
+        "installed monaibundle sample app and monailabel_app/, which adds active learning by TTA uncertainty)",
     )
     parser.add_argument(
         "--monailabel-venv",
