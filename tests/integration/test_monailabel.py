@@ -1,11 +1,13 @@
-"""The bundle in a real MONAI Label 0.8.5 server: listed, infers on real dermoscopy images, learns from a label.
+"""The bundle in a real MONAI Label 0.8.5 server: listed, infers on real dermoscopy images, ranks the unlabeled ones
+by uncertainty and serves the most uncertain first, learns from a label.
 
 What it does, end to end, with nothing mocked:
 
 1. ``scripts/setup_monailabel_env.sh`` makes (or finds) the separate MONAI Label venv; a few seconds when it
    exists, about 10 minutes and 8 GB the first time.
 2. ``scripts/build_bundle.py`` builds the bundle from ``configs/`` + ``bundle/`` + ``models/`` and places it
-   into a fresh ``monaibundle`` app in ``tmp_path``.
+   into a fresh app in ``tmp_path``: the ``monaibundle`` sample app with ``monailabel_app/`` on top (the
+   ``tta_uncertainty`` scoring method and active-learning strategy).
 3. A datastore of 5 real images (4 ISIC 2017 at 256x256, 1 PH2 at 766x576) from ``../shared/data``, all from the
    validation list of ``bundle/splits/isic2017_ph2_seed0.json`` (the released weights never trained on them); 2 of
    them come with their ISIC 0/255 masks already in ``labels/final/``.
@@ -63,6 +65,18 @@ MIN_IMAGE_DICE = 0.45
 # identical on all 5 images (the MONAI Label venv has another torch, 2.14 against 2.13); at least 99.9 % of the
 # pixels must agree, room for float rounding to flip a few boundary pixels on another CPU.
 MIN_AGREEMENT = 0.999
+
+# Active learning (monailabel_app/): the scoring method and strategy "tta_uncertainty". Scores of the 3 unlabeled
+# images with the released weights, measured on 2026-12-01 (Intel Xeon, 2 cores), the server's (torch 2.14.1) and
+# this process's (torch 2.13) equal to the last bit: ISIC_0000004 0.393962, IMD008 0.214001, ISIC_0000010 0.201469.
+# The float32 scores differ from float64 ones by at most 1.9e-7. On another CPU a view's probability near the 0.5
+# threshold may fall on the other side, moving the pixel in or out of the lesion the entropy is averaged over: each
+# such pixel moves the score by at most 1 / (union area) <= 1 / 6463 = 1.5e-4, and at most 6 view probabilities
+# lie within 1e-4 of the threshold (ISIC_0000004), i.e. <= 9.3e-4. Tolerance: 2e-3 (about 2x); the closest two
+# scores are 0.0125 apart, so the order is checked strictly on this CPU.
+UNCERTAINTY = "tta_uncertainty"
+SCORE_ATOL = 2e-3
+SCORING_TIMEOUT_S = 600  # the scoring the server starts by itself at start-up: ~10 s idle (a subprocess)
 
 SERVER_START_TIMEOUT_S = 600  # 10-30 s on an idle 2-core machine, ~110 s seen at load 11
 TRAIN_TIMEOUT_S = 1200  # 30-45 s idle, ~260 s seen at load 11
@@ -320,6 +334,76 @@ def test_infer_returns_a_binary_mask_of_the_image_size_that_matches_the_expert(s
     assert min(agreement.values()) >= MIN_AGREEMENT, agreement
     assert min(dices.values()) > MIN_IMAGE_DICE, dices
     assert float(np.mean(list(dices.values()))) > MIN_MEAN_DICE, dices
+
+
+def _post_json(url: str, payload: dict) -> tuple[int, object]:
+    status, _, body = _request("POST", url, data=json.dumps(payload).encode(),
+                               headers={"Content-Type": "application/json"})
+    return status, json.loads(body) if body else None
+
+
+def _wait_for_background_scoring(base: str) -> None:
+    """Until no scoring task of the server is queued or running (MONAI Label starts one at start-up and after each
+    training and served sample; as a subprocess with its own copy of the datastore, it would overwrite what the
+    server records meanwhile)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < SCORING_TIMEOUT_S:
+        status, _, body = _request("GET", f"{base}/scoring/?all=true")
+        tasks = json.loads(body) if status == 200 else []
+        if not any(t.get("status") in ("SUBMITTED", "RUNNING") for t in tasks):
+            return
+        time.sleep(1)
+    pytest.fail(f"the server's scoring tasks still run after {SCORING_TIMEOUT_S} s: {tasks}")
+
+
+def test_active_learning_serves_unlabeled_images_by_decreasing_tta_uncertainty(server, datastore, bundle_weights,
+                                                                              tmp_path):
+    import torch
+    from monai.data import list_data_collate
+
+    from egeunet_monai.inference import LesionPredictor, predict_with_tta
+
+    base, info = server["base"], server["info"]
+    assert UNCERTAINTY in info["scoring"], f"no scoring method {UNCERTAINTY}: {list(info['scoring'])}"
+    assert UNCERTAINTY in info["strategies"], f"no strategy {UNCERTAINTY}: {list(info['strategies'])}"
+    unlabeled = [i for i in datastore["images"] if i not in PRELABELLED]
+
+    # the reference, in this process: the library's TTA uncertainty of each image, preprocessed by the bundle's
+    # inference config, with the weights the server runs
+    predictor = LesionPredictor(bundle_weights, output_dir=tmp_path, device="cpu")
+    threshold = float(predictor.config.get_parsed_content("threshold"))
+    reference = {}
+    for image_id in unlabeled:
+        with torch.inference_mode():
+            batch = list_data_collate([predictor.preprocessing({"image": str(datastore["images"][image_id])})])
+            reference[image_id] = float(predict_with_tta(predictor.network, batch["image"], threshold).uncertainty[0])
+
+    _wait_for_background_scoring(base)
+    # score again in the server process (run_sync), all unlabeled images even if the start-up scoring did them
+    status, summary = _post_json(f"{base}/scoring/{UNCERTAINTY}?run_sync=true", {"rescore": True})
+    assert status == 200, f"/scoring/{UNCERTAINTY}: HTTP {status}: {summary}"
+    assert summary["executed"] == len(unlabeled) and set(summary["scores"]) == set(unlabeled), summary
+    print(f"scoring {len(unlabeled)} images: {summary['latency']:.2f} s; server {summary['scores']}; "
+          f"reference {reference}")
+    for image_id, score in summary["scores"].items():
+        assert abs(score - reference[image_id]) <= SCORE_ATOL, (image_id, score, reference[image_id])
+    for image_id in unlabeled:  # stored in the datastore, where the strategy reads it
+        status, _, body = _request("GET", f"{base}/datastore/image/info?image={image_id}")
+        assert status == 200 and json.loads(body).get(UNCERTAINTY) == summary["scores"][image_id], body[:500]
+
+    # asked again and again without a label saved, the server walks down the ranking, then starts over
+    served = []
+    for _ in range(len(unlabeled) + 1):
+        status, sample = _post_json(f"{base}/activelearning/{UNCERTAINTY}", {})
+        assert status == 200 and sample and sample.get("id"), f"/activelearning/{UNCERTAINTY}: HTTP {status}: {sample}"
+        assert sample[UNCERTAINTY] == summary["scores"][sample["id"]], sample
+        served.append(sample["id"])
+    ranking, again = served[:-1], served[-1]
+    assert sorted(ranking) == sorted(unlabeled), served
+    for k, earlier in enumerate(ranking):  # decreasing reference uncertainty, up to ties within SCORE_ATOL
+        for later in ranking[k + 1:]:
+            assert reference[earlier] >= reference[later] - SCORE_ATOL, (served, reference)
+    assert again == ranking[0], f"after all were served the most uncertain should come first again: {served}"
 
 
 def test_saved_labels_train_one_epoch_and_write_a_new_checkpoint(server, datastore):
