@@ -43,6 +43,20 @@ SCORE_KEY = "tta_uncertainty"  # datastore image info: the score, a float in [0,
 MODEL_KEY = "tta_uncertainty_model"  # datastore image info: the weights' version it was computed with
 
 
+def _reader_message(err: BaseException) -> str:
+    """The message of the reader's ``DermoscopyInputError`` (it names the file and the problem) among the causes of
+    ``err``: MONAI wraps a transform's error in "applying transform ..."; else ``err``'s own."""
+    from egeunet_monai.data import DermoscopyInputError
+
+    cause: BaseException | None = err
+    for _ in range(16):  # a chain of causes is short; never loop on a cyclic one
+        if cause is None or isinstance(cause, DermoscopyInputError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    found = cause if isinstance(cause, DermoscopyInputError) else err
+    return f"{type(found).__name__}: {found}"
+
+
 class TTAUncertaintyScoring(ScoringMethod):
     """Score each unlabeled image with the TTA uncertainty of the bundle's model (see the module docstring).
 
@@ -118,19 +132,26 @@ class TTAUncertaintyScoring(ScoringMethod):
             logger.info(f"{NAME}: {len(images)} unlabeled images, {len(todo)} to score")
             start = time.perf_counter()
             scores: dict[str, float] = {}
+            errors: dict[str, str] = {}
             if todo:
                 predictor = self._predictor_for(version, name_to_device(request.get("device")))
                 for image_id in todo:
-                    scores[image_id] = self.image_uncertainty(predictor, datastore.get_image_uri(image_id))
+                    try:
+                        scores[image_id] = self.image_uncertainty(predictor, datastore.get_image_uri(image_id))
+                    except Exception as err:  # a bad file fails alone
+                        errors[image_id] = _reader_message(err)
+                        logger.error(f"{NAME}: {image_id} not scored: {errors[image_id]}")
+                        continue
                     datastore.update_image_info(image_id, {SCORE_KEY: scores[image_id], MODEL_KEY: version})
                     logger.info(f"{NAME}: {image_id} => {scores[image_id]:.6f}")
             latency = time.perf_counter() - start
         summary = {
             "total": len(images),
             "skipped": len(images) - len(todo),
-            "executed": len(todo),
+            "executed": len(scores),
             "latency": round(latency, 3),
             "scores": scores,
+            "errors": errors,
         }
         logger.info(f"{NAME}: {summary}")
         return summary

@@ -406,6 +406,36 @@ def test_active_learning_serves_unlabeled_images_by_decreasing_tta_uncertainty(s
     assert again == ranking[0], f"after all were served the most uncertain should come first again: {served}"
 
 
+# the app of the server, made in a Python of the MONAI Label venv without the server, on its own datastore
+SCORE_IN_APP = """
+import json, sys
+from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
+app_dir, studies, model = sys.argv[1:]
+app = get_class_of_subclass_from_file("main", app_dir + "/main.py", "MONAILabelApp")(
+    app_dir=app_dir, studies=studies, conf={"models": model, "zoo_source": "github", "sam2": "false"})
+print(json.dumps(app.scoring({"method": "tta_uncertainty", "device": "cpu"})))
+"""
+
+
+def test_scoring_names_a_bad_image_and_scores_the_others(app_dir, monailabel_venv, datastore, tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    good = datastore["images"]["ISIC_0000010"]
+    (studies / good.name).write_bytes(good.read_bytes())
+    (studies / "truncated.jpg").write_bytes(good.read_bytes()[:3000])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run(
+        [str(monailabel_venv / "bin" / "python"), "-c", SCORE_IN_APP, str(app_dir), str(studies), MODEL],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=SCORING_TIMEOUT_S, check=False,
+    )
+    assert proc.returncode == 0, f"scoring in the app failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["executed"] == 1 and set(summary["scores"]) == {"ISIC_0000010"}, summary
+    assert set(summary["errors"]) == {"truncated"}, summary
+    assert str(studies / "truncated.jpg") in summary["errors"]["truncated"], summary  # the reader names the file
+    assert "truncated" in summary["errors"]["truncated"].split(": ", 2)[-1], summary  # and the problem
+
+
 def test_saved_labels_train_one_epoch_and_write_a_new_checkpoint(server, datastore):
     base = server["base"]
     # an annotator saves corrected masks: single channel 0/1 PNG, what MONAI Label clients save
