@@ -60,9 +60,8 @@ def _reader_message(err: BaseException) -> str:
 class TTAUncertaintyScoring(ScoringMethod):
     """Score each unlabeled image with the TTA uncertainty of the bundle's model (see the module docstring).
 
-    Request options (the JSON body of ``POST /scoring/tta_uncertainty``): ``rescore`` (true: score every unlabeled
-    image again, even if its score is current), ``max_samples`` (score at most this many; 0: all), ``device``
-    (default CUDA when available, else CPU).
+    Request option (the JSON body of ``POST /scoring/tta_uncertainty``): ``device`` (default CUDA when available,
+    else CPU).
 
     Args:
         bundle_path: the bundle folder inside the app (``model/<name>``), whose ``models/model.pt`` is used.
@@ -124,11 +123,7 @@ class TTAUncertaintyScoring(ScoringMethod):
         with self._lock:
             version = self.model_version()
             images = datastore.get_unlabeled_images()
-            todo = images if request.get("rescore") else [
-                i for i in images if datastore.get_image_info(i).get(MODEL_KEY) != version
-            ]
-            max_samples = int(request.get("max_samples", 0) or 0)
-            todo = todo[:max_samples] if max_samples > 0 else todo
+            todo = [i for i in images if datastore.get_image_info(i).get(MODEL_KEY) != version]
             logger.info(f"{NAME}: {len(images)} unlabeled images, {len(todo)} to score")
             start = time.perf_counter()
             scores: dict[str, float] = {}
