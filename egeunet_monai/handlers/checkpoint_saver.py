@@ -275,7 +275,7 @@ class DurableCheckpointSaver:
     def _key_metric_score(self, engine: Engine) -> float:
         name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
         if not name:
-            raise ValueError("DurableCheckpointSaver: save_key_metric=True needs key_metric_name or an engine with one.")
+            raise ValueError("DurableCheckpointSaver: save_key_metric=True needs key_metric_name (or an evaluator's).")
         metric = engine.state.metrics[name]
         if not is_scalar(metric):
             warnings.warn(f"key metric {name}={metric} is not a scalar: no model saved", stacklevel=2)

@@ -259,7 +259,8 @@ class TolerantMLFlowHandler:
         tags = [RunTag(f"changed_param.{k}", v[:MAX_PARAM_VAL_LENGTH]) for k, v in changed.items()]
         for i in range(0, max(len(params), len(tags)), MAX_PARAMS_PER_BATCH):
             batch_params, batch_tags = params[i : i + MAX_PARAMS_PER_BATCH], tags[i : i + MAX_PARAMS_PER_BATCH]
-            done = self._call("logging params", self.client.log_batch, self.run_id, params=batch_params, tags=batch_tags)
+            done = self._call("logging params", self.client.log_batch, self.run_id, params=batch_params,
+                              tags=batch_tags)
             if done is _FAILED:
                 return False
         self._pending_params.clear()
