@@ -9,14 +9,17 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.handlers import DiskSaver
-from monai.handlers import CheckpointSaver
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.utils import is_scalar
 
 __all__ = [
     "BestMetricState",
@@ -126,19 +129,21 @@ def save_durably(obj: Any, path: str | os.PathLike, save_func: Callable[[Any, An
     _fsync_dir(path.parent)
 
 
-class DurableDiskSaver(DiskSaver):
-    """ignite's ``DiskSaver`` with :func:`save_durably` writes and removals that wait for the next good write.
+class DurableDiskSaver(BaseSaveHandler):
+    """An ignite save handler that writes with :func:`save_durably` and removes a file only after the next good write.
 
-    ignite's ``Checkpoint`` removes the checkpoint it no longer needs *before* it writes the new one, so with
-    ``n_saved=1`` a failed write would leave no checkpoint at all. Here :meth:`remove` only notes the file; it
+    Ignite's ``DiskSaver(atomic=True)`` renames a temporary file but fsyncs neither it nor the folder, and ignite's
+    ``Checkpoint`` asks for the removal of the checkpoint it no longer needs *before* it writes the new one, so
+    with ``n_saved=1`` a failed write would leave no checkpoint at all. Here :meth:`remove` only notes the file; it
     is deleted after the next write has succeeded, and forgotten if that write fails.
 
     At start-up, ``.<name>.partial-XXXX`` files left in ``dirname`` by a write that was killed are deleted.
 
     Args:
         dirname: the checkpoint folder (created if needed).
-        filename: a fixed file name that replaces ignite's (MONAI's ``key_metric_filename``/``final_filename``).
+        filename: a fixed file name that replaces ignite's (e.g. ``model.pt`` for the best model).
         save_func: ``save_func(obj, binary_file)``; ``torch.save`` by default.
+        save_on_rank: the one process of a distributed run that writes, as for ignite's ``DiskSaver``.
     """
 
     def __init__(
@@ -146,115 +151,214 @@ class DurableDiskSaver(DiskSaver):
         dirname: str | os.PathLike,
         filename: str | None = None,
         save_func: Callable[[Any, Any], None] = torch.save,
+        save_on_rank: int = 0,
     ) -> None:
-        super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False)
+        self.dirname = Path(dirname)
         self.filename = filename
         self.save_func = save_func
+        self.save_on_rank = save_on_rank
+        self.written: set[str] = set()  # files of this process that are on disk now
         self._to_remove: list[str] = []
-        self._remove_partial_files()
+        if idist.get_rank() == self.save_on_rank:
+            self.dirname.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_files()
 
     def _remove_partial_files(self) -> None:
-        if self.save_on_rank != idist.get_rank():
-            return
         for name in os.listdir(self.dirname):
             if _PARTIAL.match(name):
                 try:
-                    os.unlink(os.path.join(self.dirname, name))
+                    os.unlink(self.dirname / name)
                     logger.info(f"removed {name}, left in {self.dirname} by an interrupted checkpoint write")
                 except OSError:
                     pass
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        if self.save_on_rank != idist.get_rank():  # as ignite's DiskSaver: one process writes
+        if idist.get_rank() != self.save_on_rank:
             return
         if self.filename is not None:
             filename = self.filename
         to_remove, self._to_remove = self._to_remove, []
-        save_durably(checkpoint, Path(self.dirname) / filename, self.save_func)
+        save_durably(checkpoint, self.dirname / filename, self.save_func)
+        self.written.add(filename)
         for old in to_remove:
             if old != filename:
                 try:
-                    (Path(self.dirname) / old).unlink()
+                    (self.dirname / old).unlink()
                 except FileNotFoundError:
                     pass
+                self.written.discard(old)
 
     def remove(self, filename: str) -> None:
-        if self.save_on_rank != idist.get_rank():
-            return
-        self._to_remove.append(self.filename if self.filename is not None else filename)
+        if idist.get_rank() == self.save_on_rank:
+            self._to_remove.append(self.filename if self.filename is not None else filename)
 
 
-class DurableCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` writing every file with :class:`DurableDiskSaver`: same arguments, same file
-    names, same ``_key_metric_checkpoint`` (the best-model tracker that checkpoints save and resume restores).
+class DurableCheckpointSaver:
+    """Save an engine's objects with ignite's ``Checkpoint`` and :class:`DurableDiskSaver`: the best model by a key
+    metric and/or a checkpoint every ``save_interval`` epochs (or iterations). Argument names and file names are
+    those of ``monai.handlers.CheckpointSaver`` (``model.pt`` via ``key_metric_filename``,
+    ``checkpoint_epoch=3.pt``).
 
-    MONAI's saver writes in place (``atomic=False``) after ignite has deleted the previous file, so a kill, a
-    crash or a full disk during a write leaves a truncated newest checkpoint, or none. This one writes a
-    temporary file, fsyncs it, renames it over the destination, and only then deletes the checkpoint it replaces.
-    A failed write raises :class:`CheckpointWriteError` (logged, then propagated, which stops the run with the
-    message; ``--resume true`` continues from the previous checkpoint, which is intact), and the tracker's list of
-    saved files is put back as it was, as if the save had not been attempted.
+    MONAI's saver writes in place (``atomic=False``) after ignite has deleted the previous file, so a kill, a crash
+    or a full disk during a write leaves a truncated newest checkpoint, or none. This one writes a temporary file,
+    fsyncs it, renames it over the destination, and only then deletes the checkpoint it replaces. A failed write
+    raises :class:`CheckpointWriteError` (logged, then propagated, which stops the run with the message;
+    ``--resume true`` continues from the previous checkpoint, which is intact), and the list of saved files is put
+    back as it was (``Checkpoint.state_dict``/``load_state_dict``), as if the save had not been attempted.
+
+    The saver's own :meth:`state_dict` is that of its best-model tracker (the key-metric ``Checkpoint``: which score
+    the saved best model has); put the saver in the training checkpoint so that a resumed run does not replace the
+    best model with a worse one.
 
     Args:
-        args: as for ``monai.handlers.CheckpointSaver``.
+        save_dir: the folder of the files.
+        save_dict: the objects to save, by name (``{"model": network}``: the file holds the model's state dict).
+        save_key_metric: save when the key metric improves (``engine.state.metrics[key_metric_name]``).
+        key_metric_name: the metric; ``None``: the engine's ``state.key_metric_name`` (MONAI's evaluators).
+        key_metric_filename: a fixed file name for the best model (one file, replaced at each improvement).
+        key_metric_negative_sign: lower is better.
+        save_interval: save every ``save_interval`` epochs (``epoch_level``) or iterations; 0: never.
+        epoch_level: count ``save_interval`` in epochs, else in iterations.
+        n_saved: how many interval checkpoints to keep; ``None``: all.
+        file_prefix: prefix of ignite's file names.
+        name: logger name; ``None``: the engine's logger.
         save_func: ``save_func(obj, binary_file)``; ``torch.save`` by default.
-        kwargs: as for ``monai.handlers.CheckpointSaver``.
     """
 
-    def __init__(self, *args: Any, save_func: Callable[[Any, Any], None] = torch.save, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for checkpoint in self._checkpoints():
-            fixed = getattr(checkpoint.save_handler, "filename", None)
-            checkpoint.save_handler = DurableDiskSaver(self.save_dir, filename=fixed, save_func=save_func)
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: Mapping[str, Any],
+        save_key_metric: bool = False,
+        key_metric_name: str | None = None,
+        key_metric_filename: str | None = None,
+        key_metric_negative_sign: bool = False,
+        save_interval: int = 0,
+        epoch_level: bool = True,
+        n_saved: int | None = None,
+        file_prefix: str = "",
+        name: str | None = None,
+        save_func: Callable[[Any, Any], None] = torch.save,
+    ) -> None:
+        if not save_dict:
+            raise ValueError("DurableCheckpointSaver: save_dict names nothing to save.")
+        self.save_dir = save_dir
+        self.key_metric_name = key_metric_name
+        self.key_metric_sign = -1.0 if key_metric_negative_sign else 1.0
+        self.save_interval = int(save_interval)
+        self.epoch_level = epoch_level
+        self.name = name
+        self.logger = logging.getLogger(name)
+        self.key_metric_checkpoint: Checkpoint | None = None
+        self.interval_checkpoint: Checkpoint | None = None
+        self.interval_saver: DurableDiskSaver | None = None
+        if save_key_metric:
+            self.key_metric_checkpoint = Checkpoint(
+                to_save=save_dict,
+                save_handler=DurableDiskSaver(save_dir, filename=key_metric_filename, save_func=save_func),
+                filename_prefix=file_prefix,
+                score_function=self._key_metric_score,
+                score_name="key_metric",
+                n_saved=1,
+            )
+        if self.save_interval > 0:
+            self.interval_saver = DurableDiskSaver(save_dir, save_func=save_func)
+            self.interval_checkpoint = Checkpoint(
+                to_save=save_dict,
+                save_handler=self.interval_saver,
+                filename_prefix=file_prefix,
+                score_function=lambda engine: engine.state.epoch if self.epoch_level else engine.state.iteration,
+                score_name="epoch" if epoch_level else "iteration",
+                n_saved=n_saved,
+            )
 
-    def _checkpoints(self) -> list:
-        return [c for c in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint) if c]
+    def _key_metric_score(self, engine: Engine) -> float:
+        name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
+        if not name:
+            raise ValueError("DurableCheckpointSaver: save_key_metric=True needs key_metric_name (or an evaluator's).")
+        metric = engine.state.metrics[name]
+        if not is_scalar(metric):
+            warnings.warn(f"key metric {name}={metric} is not a scalar: no model saved", stacklevel=2)
+            return -1
+        return self.key_metric_sign * float(metric)
 
-    def _guarded(self, method: Callable, engine: Any, *args: Any) -> None:
-        saved = {id(c): list(c._saved) for c in self._checkpoints()}
+    def attach(self, engine: Engine) -> None:
+        """Save at the events of ``engine``: the best model at each ``EPOCH_COMPLETED``, the interval checkpoints
+        every ``save_interval`` epochs or iterations.
+
+        Args:
+            engine: the Ignite engine (an evaluator for the key metric, the trainer for the interval checkpoints).
+        """
+        if self.name is None:
+            self.logger = engine.logger
+        if self.key_metric_checkpoint is not None and not engine.has_event_handler(
+            self.metrics_completed, Events.EPOCH_COMPLETED
+        ):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.metrics_completed)
+        if self.interval_checkpoint is not None:
+            event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+            engine.add_event_handler(event(every=self.save_interval), self.interval_completed)
+
+    def _save(self, checkpoint: Checkpoint, engine: Engine) -> None:
+        saved = checkpoint.state_dict()
         try:
-            method(engine, *args)
+            checkpoint(engine)
         except CheckpointWriteError as err:
-            for c in self._checkpoints():
-                c._saved = saved[id(c)]
+            checkpoint.load_state_dict(saved)
             self.logger.error(f"checkpoint not saved: {err}")
             raise
 
-    def interval_completed(self, engine: Any) -> None:
-        self._guarded(super().interval_completed, engine)
+    def metrics_completed(self, engine: Engine) -> None:
+        """Save the model if the key metric of ``engine`` is the best so far."""
+        if self.key_metric_checkpoint is None:
+            raise ValueError("DurableCheckpointSaver: save_key_metric is False.")
+        self._save(self.key_metric_checkpoint, engine)
+
+    def interval_completed(self, engine: Engine) -> None:
+        """Save a checkpoint of the current epoch (or iteration), then remove those it supersedes."""
+        if self.interval_checkpoint is None:
+            raise ValueError("DurableCheckpointSaver: save_interval is 0.")
+        self._save(self.interval_checkpoint, engine)
+        if self.epoch_level:
+            self.logger.info(f"Saved checkpoint at epoch: {engine.state.epoch}")
+        else:
+            self.logger.info(f"Saved checkpoint at iteration: {engine.state.iteration}")
         self._remove_superseded_interval_files()
 
     def _remove_superseded_interval_files(self) -> None:
         """After a resume the saver does not know the checkpoints of the interrupted run (``checkpoint_epoch=2.pt``
         next to the new ``checkpoint_epoch=3.pt``): once a newer one is safely on disk, delete the older ones that
         ``n_saved`` would have deleted had the run not been interrupted."""
-        c = self._interval_checkpoint
-        if c is None or c.n_saved is None or not c._saved or idist.get_rank() != 0:
-            return
-        kept = {item.filename for item in c._saved}
+        kept = self.interval_saver.written if self.interval_saver is not None else set()
         numbered = re.compile(r"(.*=)(\d+)(\.[A-Za-z0-9]+)")
-        m = numbered.fullmatch(next(iter(kept)))
+        m = numbered.fullmatch(next(iter(kept))) if kept else None
         if m is None:
             return
         pattern = re.compile(re.escape(m.group(1)) + r"(\d+)" + re.escape(m.group(3)))
-        oldest_kept = min(int(k.group(1)) for k in map(pattern.fullmatch, kept) if k)
+        numbers = {int(k.group(1)): name for name, k in ((name, pattern.fullmatch(name)) for name in kept) if k}
+        if not numbers:
+            return
+        newest = numbers[max(numbers)]
         for name in os.listdir(self.save_dir):
             found = pattern.fullmatch(name)
-            if found and name not in kept and int(found.group(1)) < oldest_kept:
+            if found and name not in kept and int(found.group(1)) < min(numbers):
                 try:
                     os.unlink(os.path.join(self.save_dir, name))
-                    self.logger.info(f"removed {name}: superseded by {sorted(kept)[-1]}")
+                    self.logger.info(f"removed {name}: superseded by {newest}")
                 except OSError:
                     pass
 
-    def metrics_completed(self, engine: Any) -> None:
-        self._guarded(super().metrics_completed, engine)
+    def state_dict(self) -> dict:
+        """The best-model tracker's state: ignite's ``Checkpoint.state_dict`` (the saved files and their scores)."""
+        if self.key_metric_checkpoint is None:
+            raise ValueError("DurableCheckpointSaver: no best-model tracker (save_key_metric=False) to save.")
+        return self.key_metric_checkpoint.state_dict()
 
-    def completed(self, engine: Any) -> None:
-        self._guarded(super().completed, engine)
-
-    def exception_raised(self, engine: Any, e: Exception) -> None:
-        self._guarded(super().exception_raised, engine, e)
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore the best-model tracker (the state of :meth:`state_dict`, e.g. from a training checkpoint)."""
+        if self.key_metric_checkpoint is None:
+            raise ValueError("DurableCheckpointSaver: no best-model tracker (save_key_metric=False) to restore.")
+        self.key_metric_checkpoint.load_state_dict(state_dict)
 
 
 class BestMetricState:

@@ -253,9 +253,10 @@ def test_multi_gpu_evaluate_leaves_shared_outputs_to_rank_zero():
     for handler in handlers:
         kind = handler["_target_"].split(".")[-1]
         kinds.append(kind)
-        off = handler.get("_disabled_") == "$dist.get_rank() > 0"
+        off = handler.get("_disabled_") == "@secondary_rank"
         assert off == kind.endswith(rank_zero_only), f"{kind}: _disabled_={handler.get('_disabled_')!r}"
     assert {"CheckpointLoader", "MetricsSaver"} <= set(kinds) and len(kinds) == 5, kinds
+    assert parser.get("secondary_rank") == "$dist.get_rank() > 0"  # false in train.json: one process
     assert parser.get("validate#dataloader#sampler") == "@validate#sampler"
 
 

@@ -24,35 +24,45 @@ from bundle_helpers import (
     training_runs,
 )
 
-RANK_ONLY = "$dist.get_rank() > 0"
+RANK_ONLY = "@secondary_rank"  # train.json: false; multi_gpu_train.json: "$dist.get_rank() > 0"
 # handlers that write files or logs once for the whole job: disabled on ranks other than 0
 RANK_ZERO_KINDS = ("CheckpointSaver", "MLFlowHandler", "StatsHandler")
 
 
-def _merged_config() -> dict:
+def _merged_parser():
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(REPO_ROOT / "configs" / "train.json"), str(REPO_ROOT / "configs" / "multi_gpu_train.json")])
-    return parser.get()
+    return parser
+
+
+def _merged_config() -> dict:
+    return _merged_parser().get()
 
 
 def test_rank_zero_handlers_are_disabled_on_other_ranks():
-    """Every checkpoint saver, MLflow and Stats handler of train.json's lists is disabled on ranks != 0 by
-    multi_gpu_train.json, and nothing else is: a handler added to train.json (or a list reordered) fails here
-    instead of silently writing from every rank or disabling the wrong handler."""
-    config = _merged_config()
+    """Every checkpoint saver, MLflow and Stats handler of train.json's lists is disabled where ``secondary_rank``
+    holds (multi_gpu_train.json: ranks != 0), and nothing else is: a handler added to train.json fails here instead
+    of silently writing from every rank. Handlers are reached by id, never by position, so a list reordered or with a
+    handler inserted (MONAI Label inserts a ``CheckpointLoader`` into ``train#handlers``) changes nothing."""
+    parser = _merged_parser()
+    assert parser.get("secondary_rank") == "$dist.get_rank() > 0"
+    assert json.loads((REPO_ROOT / "configs" / "train.json").read_text())["secondary_rank"] is False
     seen = []
     for list_id in ("train#handlers", "train#trainer_handlers", "validate#handlers"):
-        section, key = list_id.split("#")
-        for index, handler in enumerate(config[section][key]):
+        for index, handler in enumerate(parser.get(list_id)):
+            where = f"{list_id}#{index}"
+            if isinstance(handler, str):  # "@id": a handler defined under an id of its own
+                assert handler.startswith("@"), f"{where}: {handler!r}"
+                where, handler = handler, parser.get(handler[1:])
             target = handler["_target_"]
+            where = f"{where} ({target})"
             if target.endswith("RankLogger"):
                 assert "_disabled_" not in handler, "the per-rank log must run on every rank"
                 continue
             rank_zero = target.split(".")[-1].endswith(RANK_ZERO_KINDS)
             disabled = handler.get("_disabled_")
-            where = f"{list_id}#{index} ({target})"
             if rank_zero:
                 assert disabled == RANK_ONLY, f"{where} must be disabled on ranks != 0, has _disabled_={disabled!r}"
                 seen.append(target.split(".")[-1])
@@ -62,6 +72,10 @@ def test_rank_zero_handlers_are_disabled_on_other_ranks():
     assert len(seen) >= 5, seen
     for kind in RANK_ZERO_KINDS:
         assert any(s.endswith(kind) for s in seen), f"no {kind} found among {seen}"
+    # a disabled handler referred to by id is None in its list: the evaluator gets the list without it
+    assert parser.get("validate#evaluator#val_handlers") == "$[h for h in @validate#handlers if h is not None]"
+    text = (REPO_ROOT / "configs" / "multi_gpu_train.json").read_text()
+    assert not re.search(r"handlers#\d", text), "multi_gpu_train.json finds a handler by its position in a list"
 
 
 def test_multi_gpu_config_wraps_network_and_samplers():

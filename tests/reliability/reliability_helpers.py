@@ -43,7 +43,7 @@ def probe_overlay(path: Path) -> Path:
             "out_dir": "@probe_dir",
             "optimizer": "@optimizer",
             "lr_scheduler": "@lr_scheduler",
-            "tracker": "$@validate#handlers#0._key_metric_checkpoint",
+            "tracker": "@validate#best_model_saver",
             "pause_epoch": "@probe_pause_epoch",
             "resume_file": "@probe_resume_file",
         },

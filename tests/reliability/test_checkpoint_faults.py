@@ -102,8 +102,8 @@ def test_injected_failure_half_way_keeps_the_previous_checkpoint(tmp_path: Path,
     assert state["trainer"]["iteration"] == 2  # ignite saves the iteration: epoch 1 of 2 iterations
     assert latest_checkpoint(str(save_dir)) == str(save_dir / "checkpoint_epoch=1.pt")
     # the saver's list is as before the failed save, so the next save replaces epoch 1 cleanly
-    checkpoint = trainer.saver._interval_checkpoint
-    assert [(p, f) for p, f in checkpoint._saved] == [(1, "checkpoint_epoch=1.pt")]
+    checkpoint = trainer.saver.interval_checkpoint
+    assert [(p, f) for p, f in checkpoint.state_dict()["_saved"]] == [(1, "checkpoint_epoch=1.pt")]
     trainer.saver.interval_completed(trainer)  # epoch 2 again, now the disk has room
     assert checkpoint_names(save_dir) == ["checkpoint_epoch=2.pt"]
     assert torch.load(save_dir / "checkpoint_epoch=2.pt", weights_only=True)["trainer"]["iteration"] == 4
@@ -146,7 +146,7 @@ def test_best_model_write_failure_keeps_model_pt_and_the_tracker(tmp_path: Path)
     )
     evaluator = Engine(lambda e, b: None)
     evaluator.state.key_metric_name = "val_mean_dice"
-    tracker = saver._key_metric_checkpoint
+    tracker = saver.key_metric_checkpoint
 
     def validate(score: float) -> None:
         with torch.no_grad():
@@ -159,7 +159,7 @@ def test_best_model_write_failure_keeps_model_pt_and_the_tracker(tmp_path: Path)
         validate(0.7)  # a new best, but the disk fails half way
     assert checkpoint_names(tmp_path) == ["model.pt"]
     assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].eq(0.5).all()
-    assert [p for p, _ in tracker._saved] == [0.5]  # 0.7 was never saved: 0.5 is still the one to beat
+    assert [p for p, _ in tracker.state_dict()["_saved"]] == [0.5]  # 0.7 was never saved: 0.5 is still the one to beat
     validate(0.6)  # the disk works again: 0.6 beats the saved 0.5
     assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].eq(0.6).all()
     assert checkpoint_names(tmp_path) == ["model.pt"]
@@ -187,10 +187,10 @@ def test_restored_tracker_keeps_the_best_model_after_resume(tmp_path: Path) -> N
     for folder, restore in ((tmp_path / "fresh", False), (tmp_path / "restored", True)):
         before = make_saver(folder)
         validate(before, 0.8)
-        state = before._key_metric_checkpoint.state_dict()
+        state = before.state_dict()  # the best-model tracker's, as the training checkpoint holds it
         after = make_saver(folder)  # the resumed process
         if restore:
-            after._key_metric_checkpoint.load_state_dict(state)
+            after.load_state_dict(state)
         validate(after, 0.3)
         assert best(folder) == pytest.approx(0.3 if not restore else 0.8)
     validate(after, 0.9)  # a real improvement after the resume still wins
@@ -323,14 +323,18 @@ def test_bundle_config_uses_the_durable_savers_and_the_tolerant_tracking() -> No
     parser = ConfigParser()
     parser.read_config(str(REPO_ROOT / "configs" / "train.json"))
     config = parser.get()
-    savers = [h for h in config["train"]["trainer_handlers"] + config["validate"]["handlers"]
-              if "CheckpointSaver" in h["_target_"]]
+    handlers = [parser.get(h[1:]) if isinstance(h, str) else h  # "@id": a handler defined under an id
+                for h in config["train"]["trainer_handlers"] + config["validate"]["handlers"]]
+    savers = [h for h in handlers if "CheckpointSaver" in h["_target_"]]
     assert len(savers) == 2 and all(h["_target_"] == "egeunet_monai.handlers.DurableCheckpointSaver" for h in savers)
     tracking = [h for h in config["train"]["handlers"] if "MLFlow" in h["_target_"]]
     assert [h["_target_"] for h in tracking] == ["egeunet_monai.handlers.TolerantMLFlowHandler"]
     assert tracking[0]["defer_until_checkpoint"] is True and tracking[0]["validator"] == "@validate#evaluator"
-    assert not [h for h in config["validate"]["handlers"] if "MLFlow" in h["_target_"]]  # logged once, by the trainer
-    assert "tracking" in config["train"]["checkpoint_state"] and "best_model_tracker" in config["train"]["checkpoint_state"]
+    assert not [h for h in handlers if "MLFlow" in h["_target_"]]  # the validation is logged once, by the trainer
+    assert "tracking" in config["train"]["checkpoint_state"]
+    # the best-model saver, by its id: its state is its tracker's (the score of the saved model.pt)
+    assert config["train"]["checkpoint_state"]["best_model_tracker"] == "@validate#best_model_saver"
+    assert parser.get("validate#best_model_saver#save_key_metric") is True
     evaluate = json.loads((REPO_ROOT / "configs" / "evaluate.json").read_text())
     assert [h["_target_"] for h in evaluate["validate#handlers"] if "MLFlow" in h["_target_"]] == [
         "egeunet_monai.handlers.TolerantMLFlowHandler"

@@ -168,7 +168,7 @@ def test_values_of_a_checkpointed_epoch_are_logged_exactly_once(sqlite_uri: str,
     # epoch 2 of the same run, then the "kill": before or after the values went out
     engine.state.max_epochs = 2
     for it in (3, 4):
-        first._log_metrics({"Loss": float(it)}, step=it)
+        first.log_metrics({"Loss": float(it)}, step=it)
     checkpoint["tracking"] = first.state_dict()
     if sent_before_kill:
         first.commit()
