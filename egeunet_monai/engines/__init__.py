@@ -6,14 +6,26 @@ from .checkpoints import (
     trained_on_synthetic_data,
 )
 from .prepare_batch import PrepareBatchAugmented
+from .recipe import (
+    augmentation_prepare_batch,
+    described,
+    loader_workers,
+    per_sample_transforms,
+    training_epochs,
+)
 from .split_batch import SplitBatchIteration
 
 __all__ = [
     "PrepareBatchAugmented",
     "SplitBatchIteration",
+    "augmentation_prepare_batch",
+    "described",
     "default_weights",
     "latest_checkpoint",
+    "loader_workers",
+    "per_sample_transforms",
     "resume_checkpoint",
     "tracking_run_name",
+    "training_epochs",
     "trained_on_synthetic_data",
 ]

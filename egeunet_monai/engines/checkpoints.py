@@ -9,6 +9,8 @@ import os
 import re
 import time
 
+from egeunet_monai.flags import flag
+
 __all__ = [
     "default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name", "trained_on_synthetic_data",
 ]
@@ -25,10 +27,11 @@ def latest_checkpoint(checkpoint_dir: str) -> str | None:
     return os.path.join(checkpoint_dir, max(found)[1]) if found else None
 
 
-def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
+def resume_checkpoint(checkpoint_dir: str, resume: bool | str) -> str:
     """The checkpoint a ``--resume true`` run continues from; "" when not resuming or nothing was saved yet
-    (a resume with nothing to resume starts from scratch, with a message, rather than failing)."""
-    if not resume:
+    (a resume with nothing to resume starts from scratch, with a message, rather than failing). ``resume`` is the
+    yes/no option as given (a bool, or "true"/"false"/"1"... from the command line: see :func:`~egeunet_monai.flags.flag`)."""
+    if not flag(resume, "resume"):
         return ""
     path = latest_checkpoint(checkpoint_dir)
     if path is None:
@@ -38,11 +41,12 @@ def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
     return path
 
 
-def tracking_run_name(output_dir: str, resume: bool, run_name: str | None = None) -> str:
-    """The MLflow run name: ``run_name`` if given; when resuming, the name the interrupted run used (so its
-    unfinished MLflow run is continued); otherwise a new time-stamped name. Saved in ``output_dir``."""
+def tracking_run_name(output_dir: str, resumed_from: str, run_name: str | None = None) -> str:
+    """The MLflow run name: ``run_name`` if given; when training resumes from the checkpoint ``resumed_from`` (not
+    ""), the name the interrupted run used (so its unfinished MLflow run is continued); otherwise a new
+    time-stamped name. Saved in ``output_dir``."""
     record = os.path.join(output_dir, "mlflow_run_name.txt")
-    if not run_name and resume and os.path.isfile(record):
+    if not run_name and resumed_from and os.path.isfile(record):
         with open(record, encoding="utf-8") as f:
             run_name = f.read().strip()
     run_name = run_name or time.strftime("egeunet_%Y%m%d_%H%M%S")

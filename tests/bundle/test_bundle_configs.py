@@ -79,16 +79,39 @@ def _train_parser(**overrides):
 
 def test_loader_workers_only_where_they_have_work():
     """With the batch augmentation on a CPU the loader only collates cached tensors: worker processes would take
-    CPU from the training step (measured 24.1 vs 26.7 images/s on 2 cores), so the loaders run in the main process;
-    per-sample augmentation, or a GPU, keeps ``num_workers`` worker processes. The cache fill uses ``num_workers``
-    threads either way."""
+    CPU from the training step (measured 24.1 vs 26.7 images/s on 2 cores), so ``loader_workers: "auto"`` runs the
+    loaders in the main process; per-sample augmentation, or a GPU, keeps ``num_workers`` worker processes. The cache
+    fill uses ``num_workers`` threads either way; ``--loader_workers N`` sets the number, anything else is refused."""
     cpu = _train_parser(device="cpu", num_workers=3)
-    assert cpu.get_parsed_content("loader_workers") == 0
+    assert cpu["loader_workers"] == "auto"
     assert cpu.get_parsed_content("train#dataloader#num_workers") == 0
     assert cpu.get_parsed_content("validate#dataloader#num_workers") == 0
     assert cpu.get_parsed_content("train#dataset#num_workers") == 3
-    assert _train_parser(device="cpu", num_workers=3, augment_on_device="false").get_parsed_content("loader_workers") == 3
-    assert _train_parser(device="cuda:0", num_workers=3).get_parsed_content("loader_workers") == 3
+    per_sample = _train_parser(device="cpu", num_workers=3, augment_on_device="false")
+    assert per_sample.get_parsed_content("train#dataloader#num_workers") == 3
+    assert per_sample.get_parsed_content("train#dataloader#persistent_workers") is True
+    assert _train_parser(device="cuda:0", num_workers=3).get_parsed_content("train#dataloader#num_workers") == 3
+    explicit = _train_parser(device="cpu", loader_workers=2)
+    assert explicit.get_parsed_content("validate#dataloader#num_workers") == 2
+    with pytest.raises(RuntimeError) as failure:
+        _train_parser(loader_workers="two").get_parsed_content("train#dataloader#num_workers")
+    assert "--loader_workers must be a whole number >= 0 or 'auto', got 'two'" in str(failure.value.__cause__)
+
+
+def test_max_epochs_auto_is_short_on_the_synthetic_data_only():
+    """``max_epochs: "auto"``: the 12-epoch quick start on the synthetic default, the paper's 300 epochs on any
+    other data (here MONAI Label's way of passing a datalist: ``train#dataset#data``); a number always wins."""
+    from egeunet_monai.engines import training_epochs
+
+    assert _train_parser()["max_epochs"] == "auto"
+    assert training_epochs("auto", on_synthetic_data=True) == 12
+    assert training_epochs("auto", on_synthetic_data=False) == 300
+    assert training_epochs(5, on_synthetic_data=True) == 5
+    item = {"image": str(REPO_ROOT / "elsewhere" / "a.png"), "label": str(REPO_ROOT / "elsewhere" / "a_mask.png")}
+    assert _train_parser(**{"train#dataset#data": [item]}).get_parsed_content("on_synthetic_data") is False
+    for bad in (0, "ten", True):
+        with pytest.raises(ValueError, match="--max_epochs must be a positive whole number or 'auto'"):
+            training_epochs(bad, on_synthetic_data=False)
 
 
 def test_augment_on_device_switches_between_the_two_augmentation_paths():
@@ -103,7 +126,8 @@ def test_augment_on_device_switches_between_the_two_augmentation_paths():
     def random_transforms(parser):
         return [t for t in parser.get_parsed_content("train#preprocessing").transforms if isinstance(t, (RandFlipd, RandRotated))]
 
-    assert _train_parser(device="cuda:0").get_parsed_content("augmenting_on_device") is True  # no GPU needed to parse
+    # no GPU needed to parse
+    assert isinstance(_train_parser(device="cuda:0").get_parsed_content("train#prepare_batch"), PrepareBatchAugmented)
     # MONAI Label's train task passes the device as a string
     for on in (_train_parser(augment_on_device="true", flip_prob=0.25), _train_parser(flip_prob=0.25, device="cpu")):
         prepare = on.get_parsed_content("train#prepare_batch")
@@ -123,5 +147,22 @@ def test_augment_on_device_switches_between_the_two_augmentation_paths():
     with pytest.raises(RuntimeError) as failure:  # MONAI's "Failed to evaluate" error, raised from ours
         _train_parser(augment_on_device="ture").get_parsed_content("train#prepare_batch")
     assert "--augment_on_device must be true or false, got 'ture'" in str(failure.value.__cause__)
-    assert _train_parser(amp="false").get_parsed_content("amp_enabled") is False
-    assert _train_parser(compile="TRUE").get_parsed_content("compile_enabled") is True
+    # each yes/no option has one id, read once where it is used; the evaluator shares the trainer's amp
+    assert _train_parser(amp="false").get_parsed_content("train#trainer#amp") is False
+    assert _train_parser(amp="1").get_parsed_content("validate#evaluator#amp") is True
+    assert _train_parser(compile="TRUE").get_parsed_content("train#trainer#compile") is True
+
+
+def test_one_id_per_option_and_training_is_run():
+    """No second id holds a parsed copy of a yes/no option; ``training`` is ``run`` (both entry points run the
+    same steps)."""
+    parser = _train_parser()
+    config = parser.get()
+    for option in ("amp", "compile", "augment_on_device", "resume"):
+        assert option in config
+    for duplicate in ("amp_enabled", "compile_enabled", "augmenting_on_device", "resuming"):
+        assert duplicate not in config
+    raw = json.loads((REPO_ROOT / "configs" / "train.json").read_text())
+    assert raw["training"] == "%run"
+    parser.parse()  # resolves the macro
+    assert parser["training"] == parser["run"]

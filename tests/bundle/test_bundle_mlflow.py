@@ -52,7 +52,8 @@ def test_training_tracked_by_a_real_mlflow_server(mlflow_server, tmp_path: Path)
     result = check_ok(
         run_bundle("run", "training", "--config_file", TRAIN, "--bundle_root", root, "--dataset_dir", data,
                    "--tracking_uri", url, "--run_name", "served_run", "--max_epochs", "2", "--num_workers", "0",
-                   "--batch_size", "4", "--image_size", "[64, 64]", env=env, log_file=tmp_path / "train.log")
+                   "--batch_size", "4", "--image_size", "[64, 64]", "--lr_cosine_period", "16", "--weight_decay", "0.02",
+                   env=env, log_file=tmp_path / "train.log")
     )
     assert "metrics were NOT all logged" not in result.output
     assert not (root / "runs" / "mlflow.db").exists(), "tracked to the local sqlite store instead of the server"
@@ -67,6 +68,16 @@ def test_training_tracked_by_a_real_mlflow_server(mlflow_server, tmp_path: Path)
     assert metric_steps(client, run.info.run_id, "lr")[0][1] == pytest.approx(1e-3)
     params = run.data.params
     assert (params["train_images"], params["val_images"], params["batch_size"]) == ("8", "2", "4")
+    # the recipe's params are read from the objects the config built, so overrides show (the release's 16-epoch
+    # cosine period once went to MLflow as the config's hand-written T_max=50)
+    assert params["lr_scheduler"] == "CosineAnnealingLR(T_max=16, eta_min=1e-05)"
+    assert (float(params["learning_rate"]), float(params["weight_decay"])) == (1e-3, 0.02)
+    assert params["optimizer"] == "AdamW(betas=(0.9, 0.999), eps=1e-08)"
+    assert params["network"] == (
+        "EGEUNet(in_channels=3, out_channels=1, deep_supervision=True, channels=[8, 16, 24, 32, 48, 64])"
+    )
+    assert params["loss"] == "EGEUNetLoss(weights=[1.0, 0.5, 0.4, 0.3, 0.2, 0.1])"
+    assert (params["amp"], params["compile"], params["max_epochs"]) == ("False", "False", "2")
 
     assert {"model.pt", "datalist_split.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     local = client.download_artifacts(run.info.run_id, "model.pt", str(tmp_path / "downloaded"))

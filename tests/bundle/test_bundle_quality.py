@@ -18,9 +18,11 @@ TIMEOUT_S = 5400
 def _default_synthetic_epochs() -> int:
     from monai.bundle import ConfigParser
 
+    from egeunet_monai.engines import training_epochs
+
     parser = ConfigParser()
     parser.read_config(str(REPO_ROOT / "configs" / "train.json"))
-    return int(parser.get_parsed_content("max_epochs"))
+    return training_epochs(parser["max_epochs"], on_synthetic_data=True)
 
 
 @pytest.mark.slow

@@ -32,8 +32,9 @@ def bundle_env(**extra: str) -> dict[str, str]:
 
 
 def probe_overlay(path: Path) -> Path:
-    """A config overlay: ``training`` of configs/train.json with the test probe attached before ``trainer.run()``."""
-    training = json.loads((REPO_ROOT / "configs" / "train.json").read_text(encoding="utf-8"))["training"]
+    """A config overlay: ``run`` of configs/train.json (which ``training`` refers to) with the test probe attached
+    before ``trainer.run()``."""
+    run = json.loads((REPO_ROOT / "configs" / "train.json").read_text(encoding="utf-8"))["run"]
     overlay = {
         "probe_dir": "",
         "probe_pause_epoch": 0,
@@ -47,7 +48,7 @@ def probe_overlay(path: Path) -> Path:
             "pause_epoch": "@probe_pause_epoch",
             "resume_file": "@probe_resume_file",
         },
-        "training": training[:-1] + ["$@probe.attach(@train#trainer)"] + training[-1:],
+        "run": run[:-1] + ["$@probe.attach(@train#trainer)"] + run[-1:],
     }
     path.write_text(json.dumps(overlay, indent=2), encoding="utf-8")
     return path

@@ -1,0 +1,83 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""The few decisions of configs/train.json that take more than a line: the ``"auto"`` values of ``max_epochs`` and
+``loader_workers``, where the random augmentation runs (``augment_on_device``), and the tracked description of the
+objects the recipe built (read from the objects, so that an override such as ``--lr_cosine_period 16`` shows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.engines.utils import PrepareBatch, PrepareBatchDefault
+
+from egeunet_monai.engines.prepare_batch import PrepareBatchAugmented
+from egeunet_monai.flags import flag
+
+__all__ = ["AUTO", "augmentation_prepare_batch", "described", "loader_workers", "per_sample_transforms",
+           "training_epochs"]
+
+AUTO = "auto"
+# max_epochs "auto": the paper's 300 epochs on a real dataset; a short quick start on the synthetic default data
+REAL_DATA_EPOCHS = 300
+SYNTHETIC_DATA_EPOCHS = 12
+
+
+def training_epochs(max_epochs: int | str, on_synthetic_data: bool) -> int:
+    """``max_epochs`` as given, or for ``"auto"`` 300 epochs (the paper's) on a real dataset and 12 on the
+    synthetic quick-start data."""
+    if max_epochs == AUTO:
+        return SYNTHETIC_DATA_EPOCHS if on_synthetic_data else REAL_DATA_EPOCHS
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"--max_epochs must be a positive whole number or 'auto', got {max_epochs!r}.")
+    return max_epochs
+
+
+def augmentation_prepare_batch(
+    augment_on_device: bool | str, augmentation: Callable, replaces: Sequence[Callable]
+) -> PrepareBatch:
+    """The trainer's ``prepare_batch``: with ``augment_on_device`` (the yes/no option, read here once),
+    :class:`PrepareBatchAugmented` applies ``augmentation`` to each batch on the trainer's device in place of the
+    per-sample ``replaces``; otherwise MONAI's default, and ``replaces`` run per sample in the loader."""
+    if flag(augment_on_device, "augment_on_device"):
+        return PrepareBatchAugmented(augmentation, replaces=replaces)
+    return PrepareBatchDefault()
+
+
+def per_sample_transforms(
+    deterministic: Sequence[Callable], random: Sequence[Callable], drop_metadata: Callable, prepare_batch: PrepareBatch
+) -> list[Callable]:
+    """The training loader's transforms: ``deterministic`` (cached), then ``random`` unless ``prepare_batch`` does
+    the augmentation on the device; ``drop_metadata`` after each part (plain tensors batch and cache faster)."""
+    if isinstance(prepare_batch, PrepareBatchAugmented):
+        return [*deterministic, drop_metadata]
+    return [*deterministic, drop_metadata, *random, drop_metadata]
+
+
+def loader_workers(loader_workers: int | str, num_workers: int, prepare_batch: PrepareBatch, device: Any) -> int:
+    """The loaders' worker processes: ``loader_workers`` as given, or for ``"auto"`` none on a CPU when
+    ``prepare_batch`` augments the batches (the loader only collates cached tensors there, and worker processes
+    would take CPU time from the training step: 24.1 vs 26.7 images/s on 2 cores, docs/benchmarks.md), else
+    ``num_workers``."""
+    if loader_workers == AUTO:
+        on_cpu = torch.device(device).type == "cpu"
+        return 0 if on_cpu and isinstance(prepare_batch, PrepareBatchAugmented) else num_workers
+    if isinstance(loader_workers, bool) or not isinstance(loader_workers, int) or loader_workers < 0:
+        raise ValueError(f"--loader_workers must be a whole number >= 0 or 'auto', got {loader_workers!r}.")
+    return loader_workers
+
+
+def _value(obj: Any, name: str) -> Any:
+    defaults = getattr(obj, "defaults", None)  # an optimizer keeps its hyper-parameters in ``defaults``
+    if isinstance(obj, torch.optim.Optimizer) and isinstance(defaults, dict) and name in defaults:
+        return defaults[name]
+    return getattr(obj, name)
+
+
+def described(obj: Any, attributes: Sequence[str] = (), **values: Any) -> str:
+    """``"Type(a=1, b=2)"``: the class of ``obj`` with its ``attributes`` as the object holds them (an optimizer's
+    from its ``defaults``), then ``values`` for what the object does not keep; an MLflow param that cannot go stale.
+    """
+    parts = [f"{name}={_value(obj, name)!r}" for name in attributes]
+    parts += [f"{name}={value!r}" for name, value in values.items()]
+    return f"{type(obj).__name__}({', '.join(parts)})"
