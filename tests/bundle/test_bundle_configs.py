@@ -166,3 +166,7 @@ def test_one_id_per_option_and_training_is_run():
     assert raw["training"] == "%run"
     parser.parse()  # resolves the macro
     assert parser["training"] == parser["run"]
+    assert _train_parser(resume="0").get_parsed_content("resume_from") == ""  # read by resume_checkpoint alone
+    with pytest.raises(RuntimeError) as failure:
+        _train_parser(resume="ture").get_parsed_content("resume_from")
+    assert "--resume must be true or false, got 'ture'" in str(failure.value.__cause__)

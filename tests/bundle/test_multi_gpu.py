@@ -87,11 +87,11 @@ def test_multi_gpu_config_wraps_network_and_samplers():
         assert sampler["_target_"] == "DistributedSampler" and sampler["shuffle"] is shuffle
         assert config[part]["dataloader"]["sampler"] == f"@{part}#sampler"
         assert config[part]["dataloader"]["shuffle"] is False  # shuffling is the sampler's job now
-    # the MLflow run name (and its record for --resume) comes from rank 0 only, with train.json's expression
+    # the MLflow run name (and its record for --resume) comes from rank 0 only, with train.json's component
     from monai.bundle import ConfigParser
 
     single = ConfigParser.load_config_file(str(REPO_ROOT / "configs" / "train.json"))
-    assert config["run_name"] == f"{single['run_name']} if dist.get_rank() == 0 else None"
+    assert config["run_name"] == {**single["run_name"], "_disabled_": "@secondary_rank"}
     init = " ".join(config["initialize"])
     assert "init_process_group" in init and "'nccl' if torch.cuda.is_available() else 'gloo'" in init
     assert "destroy_process_group" in " ".join(config["finalize"])
