@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 
 __all__ = ["CSV_COLUMNS", "CSV_NAME", "collect_inputs", "run_predict"]
@@ -24,9 +26,12 @@ CSV_COLUMNS = (
     "lesion_area_px",
     "lesion_area_fraction",
     "mean_confidence",
+    "uncertainty",
+    "flags",
     "mask",
     "overlay",
     "probability",
+    "uncertainty_map",
     "error",
 )
 
@@ -67,17 +72,27 @@ def _reason(err: BaseException, path: str | os.PathLike) -> str:
     return text[len(prefix):] if text.startswith(prefix) else f"{type(err).__name__}: {text}"
 
 
-def _fmt(value: float, digits: int) -> str:
+def _fmt(value: float | None, digits: int) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def uncertainty_map_png(probability: np.ndarray) -> np.ndarray:
+    """The ``<id>_uncertainty.png`` pixels of a probability map: its binary entropy (bits, in [0, 1]) x 255,
+    rounded to ``uint8`` (0: certain, 255: probability 0.5)."""
+    from egeunet_monai.inference import binary_entropy
+
+    entropy = binary_entropy(torch.as_tensor(probability, dtype=torch.float64)).numpy()
+    return np.round(entropy * 255).astype(np.uint8)
+
+
 def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, overlay: bool = False,
-                progress: bool = True) -> int:
+                progress: bool = True, uncertainty_map: bool = False) -> int:
     """Segment every image of ``inputs`` with ``predictor`` (a :class:`~egeunet_monai.inference.LesionPredictor`
-    writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed."""
+    writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed.
+    With ``uncertainty_map`` also ``<id>_uncertainty.png`` (:func:`uncertainty_map_png` of the probability)."""
     from tqdm import tqdm
 
-    from egeunet_monai.inference import load_photo
+    from egeunet_monai.inference import format_flags, load_photo
     from egeunet_monai.visualize import draw_overlay
 
     files, failed = collect_inputs(inputs)
@@ -92,11 +107,14 @@ def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, o
             with warnings.catch_warnings():
                 # conversions (grayscale -> RGB...) are normal for user photos: one line each, not a traceback
                 warnings.simplefilter("ignore")
-                mask, _, stats = predictor.predict(path)
-                overlay_path = ""
+                mask, probability, stats = predictor.predict(path)
+                overlay_path = map_path = ""
                 if overlay:
                     overlay_path = out_dir / f"{path.stem}_overlay.png"
                     Image.fromarray(draw_overlay(load_photo(path), mask)).save(overlay_path)
+                if uncertainty_map:
+                    map_path = out_dir / f"{path.stem}_uncertainty.png"
+                    Image.fromarray(uncertainty_map_png(probability)).save(map_path)
         except Exception as err:  # one file's failure, whatever it is, must not stop the batch
             why = _reason(err, path)
             tqdm.write(f"FAILED {path}: {why}", file=sys.stderr)
@@ -112,9 +130,12 @@ def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, o
             "lesion_area_px": stats.area_px,
             "lesion_area_fraction": _fmt(stats.area_fraction, 6),
             "mean_confidence": _fmt(stats.mean_confidence, 4),
+            "uncertainty": _fmt(stats.uncertainty, 4),
+            "flags": format_flags(stats.flags),
             "mask": str(predictor.mask_path(path)),
             "overlay": str(overlay_path),
             "probability": str(prob_path) if prob_path.is_file() else "",
+            "uncertainty_map": str(map_path),
             "error": "",
         })
     bar.close()

@@ -26,6 +26,7 @@ from egeunet_monai.inference.tta import (
     inverse_dihedral_views,
     lesion_entropy,
     predict_with_tta,
+    tta_inferer,
 )
 
 __all__ += [
@@ -44,6 +45,7 @@ __all__ += [
     "lesion_entropy",
     "predict_with_tta",
     "quality_flags",
+    "tta_inferer",
 ]
 __all__ += [
     "RUNTIMES",

@@ -47,6 +47,10 @@ class LesionStats:
         area_px: number of lesion pixels in the mask at the original size.
         area_fraction: ``area_px / (width * height)``.
         mean_confidence: mean sigmoid probability over the predicted lesion pixels; NaN when the mask is empty.
+        uncertainty: with test-time augmentation, the image's uncertainty in [0, 1]
+            (:func:`~egeunet_monai.inference.tta.lesion_entropy` of the eight views); ``None`` without.
+        flags: the quality flags that apply (:func:`~egeunet_monai.inference.quality.quality_flags`, in the order of
+            ``QUALITY_FLAGS``; ``low_confidence`` only with test-time augmentation).
     """
 
     width: int
@@ -54,12 +58,15 @@ class LesionStats:
     area_px: int
     area_fraction: float
     mean_confidence: float
+    uncertainty: float | None = None
+    flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly: a NaN confidence becomes ``None``."""
+        """JSON-friendly: a NaN confidence becomes ``None``, the flags a list."""
         out = asdict(self)
         if math.isnan(out["mean_confidence"]):
             out["mean_confidence"] = None
+        out["flags"] = list(self.flags)
         return out
 
 
@@ -137,6 +144,11 @@ class LesionPredictor:
     ``ckpt_path`` (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released weights),
     printed with the reason.
 
+    With ``tta`` (the config's ``tta`` id) the config's inferer is :class:`~egeunet_monai.inference.tta.
+    DihedralTTAInferer`: the eight dihedral views are averaged, and :attr:`LesionStats.uncertainty` is their
+    per-image uncertainty. Every prediction gets its quality flags (:attr:`LesionStats.flags`), measured on the
+    thresholded mask before the config's clean-up (``largest_component``, ``fill_holes``).
+
     :meth:`predict` may be called from several threads: each call works on its own data, and the calls are
     serialised by a lock (one image at a time keeps memory bounded on a small machine, and the model already uses
     all cores for one image).
@@ -148,6 +160,8 @@ class LesionPredictor:
         output_dir: where the bundle's ``SaveImaged`` writes the masks; default a new temporary folder.
         save_probabilities: also write ``<id>_prob.png`` (probability x 255).
         device: ``"cpu"``, ``"cuda:0"``...; default the config's (CUDA when available).
+        tta: test-time augmentation over the eight dihedral views (8 forward passes per image); ``None`` keeps the
+            config's ``tta`` (false in the bundle's).
         overrides: further config ids to override, e.g. ``{"threshold": 0.4}``.
     """
 
@@ -159,10 +173,13 @@ class LesionPredictor:
         output_dir: str | os.PathLike | None = None,
         save_probabilities: bool = False,
         device: str | None = None,
+        tta: bool | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> None:
         from monai.bundle import ConfigParser
         from monai.transforms import AsDiscreted
+
+        from egeunet_monai.inference.tta import DihedralTTAInferer
 
         self._as_discrete = AsDiscreted
         root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
@@ -186,6 +203,8 @@ class LesionPredictor:
         parser["datalist"] = []
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
+        if tta is not None:
+            parser["tta"] = bool(tta)
         for key, value in (overrides or {}).items():
             parser[key] = value
         suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
@@ -200,6 +219,8 @@ class LesionPredictor:
         self.device = parser.get_parsed_content("device")
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
+        #: whether predictions average the eight dihedral views (and report their uncertainty)
+        self.tta = isinstance(self.inferer, DihedralTTAInferer)
         self.postprocessing = parser.get_parsed_content("postprocessing")
         self.weights = str(parser.get_parsed_content("ckpt_path")) if suffix in (".pt", ".pth") else os.fspath(weights)
         self.network = self._load_network(parser, suffix)
@@ -232,6 +253,8 @@ class LesionPredictor:
         """
         from monai.data import decollate_batch, list_data_collate
 
+        from egeunet_monai.inference.quality import quality_flags
+
         with self._lock, torch.inference_mode():
             try:
                 item = self.preprocessing({"image": os.fspath(path)})
@@ -243,14 +266,23 @@ class LesionPredictor:
                     raise
                 raise cause from err
             batch = list_data_collate([item])
-            batch["pred"] = self.inferer(batch["image"].to(self.device), self.network)
+            image = batch["image"].to(self.device)
+            uncertainty = None
+            if self.tta:
+                batch["pred"], views = self.inferer.with_uncertainty(image, self.network)
+                uncertainty = float(views.uncertainty[0])
+            else:
+                batch["pred"] = self.inferer(image, self.network)
             result = decollate_batch(batch)[0]
-            probability = None
+            probability = thresholded = None
             for transform in self.postprocessing.transforms:
-                if probability is None and isinstance(transform, self._as_discrete):
+                at_threshold = thresholded is None and isinstance(transform, self._as_discrete)
+                if at_threshold:
                     probability = result["pred"]  # after sigmoid and resize back, before the threshold
                 result = transform(result)
-        if probability is None:
+                if at_threshold:
+                    thresholded = result["pred"]  # the flags' mask: before any clean-up of its pieces and holes
+        if thresholded is None:
             raise ValueError("the inference postprocessing has no AsDiscreted threshold.")
         # the network works rows first (H x W); the config's last steps hand the mask over in MONAI's (x, y) order,
         # for MONAI Label's writers: turn it back to H x W, as the photo is shown and as the PNG was written
@@ -268,6 +300,8 @@ class LesionPredictor:
             area_px=area,
             area_fraction=area / float(width * height),
             mean_confidence=float(prob[lesion].mean()) if area else float("nan"),
+            uncertainty=uncertainty,
+            flags=tuple(quality_flags(thresholded, uncertainty)),
         )
         return Prediction(mask, prob, stats)
 

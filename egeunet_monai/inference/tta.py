@@ -39,6 +39,7 @@ __all__ = [
     "inverse_dihedral_views",
     "lesion_entropy",
     "predict_with_tta",
+    "tta_inferer",
     ]
 
 
@@ -215,16 +216,22 @@ class DihedralTTAInferer(Inferer):
     would give an infinite logit, and a later bilinear resize mixing ``+inf`` and ``-inf`` gives NaN. The clamp
     moves no pixel across any threshold in ``(eps, 1 - eps)``.
 
+    :meth:`with_uncertainty` also returns the :class:`TTAResult` (the views and the per-image uncertainty), for
+    callers that report it (``egeunet-monai predict --tta``).
+
     Args:
         eps: smallest and largest probability kept, ``1e-6`` by default (logits within +-13.8; 1 - 1e-6 is still
             below 1 in float32).
+        threshold: the probability at which a view's pixel counts as lesion, for the uncertainty
+            (:func:`lesion_entropy`); the config's ``threshold``.
     """
 
-    def __init__(self, eps: float = 1e-6) -> None:
+    def __init__(self, eps: float = 1e-6, threshold: float = 0.5) -> None:
         super().__init__()
         if not 0.0 < eps < 0.5:
             raise ValueError(f"eps should be in (0, 0.5), got {eps}.")
         self.eps = eps
+        self.threshold = threshold
 
     def __call__(  # type: ignore[override]
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
@@ -237,9 +244,26 @@ class DihedralTTAInferer(Inferer):
             args: optional positional arguments of ``network``.
             kwargs: optional keyword arguments of ``network``.
         """
-        result = predict_with_tta(lambda x: network(x, *args, **kwargs), inputs)
+        return self.with_uncertainty(inputs, network, *args, **kwargs)[0]
+
+    def with_uncertainty(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, TTAResult]:
+        """What :meth:`__call__` returns, and the :class:`TTAResult` it comes from (``.uncertainty``: one value
+        in [0, 1] per image). Arguments as for :meth:`__call__`."""
+        result = predict_with_tta(lambda x: network(x, *args, **kwargs), inputs, self.threshold)
         logits = torch.logit(result.probability, eps=self.eps)
         if isinstance(inputs, MetaTensor):
             # as MONAI's sliding-window inferer: the output carries the input's metadata, for Invertd and SaveImaged
             logits = convert_to_dst_type(logits, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
-        return logits
+        return logits, result
+
+
+def tta_inferer(enabled: object, threshold: float = 0.5) -> Inferer:
+    """The inference config's ``inferer``: :class:`DihedralTTAInferer` when ``enabled`` (the config's ``tta``, a
+    bool or ``"true"``/``"false"`` as given on the command line), else MONAI's ``SimpleInferer``."""
+    from monai.inferers import SimpleInferer
+
+    from egeunet_monai.flags import flag
+
+    return DihedralTTAInferer(threshold=threshold) if flag(enabled, "tta") else SimpleInferer()

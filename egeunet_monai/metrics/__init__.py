@@ -42,6 +42,7 @@ from .uncertainty import (
     mean_score_at_coverage,
     plot_reliability_diagram,
     plot_risk_coverage,
+    plot_uncertainty_scatter,
     risk_coverage_curve,
     spearman_correlation,
 )
@@ -53,6 +54,7 @@ __all__ += [
     "mean_score_at_coverage",
     "plot_reliability_diagram",
     "plot_risk_coverage",
+    "plot_uncertainty_scatter",
     "risk_coverage_curve",
     "spearman_correlation",
 ]

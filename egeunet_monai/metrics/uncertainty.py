@@ -7,7 +7,8 @@
   orders the images exactly by their error).
 - :class:`CalibrationHistogram`: pixel probabilities and labels binned as they stream in, for the reliability
   diagram and the expected calibration error (ECE) of a whole data set without keeping its pixels.
-- :func:`plot_risk_coverage` / :func:`plot_reliability_diagram`: the PNGs (matplotlib, imported when called).
+- :func:`plot_risk_coverage` / :func:`plot_uncertainty_scatter` / :func:`plot_reliability_diagram`: the PNGs
+  (matplotlib, imported when called).
 
 Calibration here is that of the foreground probability ``p`` of a binary segmentation: bin the pixels by ``p``
 and compare each bin's mean ``p`` with the share of its pixels that are lesion,
@@ -31,6 +32,7 @@ __all__ = [
     "mean_score_at_coverage",
     "plot_reliability_diagram",
     "plot_risk_coverage",
+    "plot_uncertainty_scatter",
     "risk_coverage_curve",
     "spearman_correlation",
 ]
@@ -238,6 +240,33 @@ def plot_risk_coverage(
     ax.set_ylabel(f"{score_name} of the images kept")
     ax.set_xlim(0.0, 1.0)
     _save(fig, ax, path, title, "lower left")
+
+
+def plot_uncertainty_scatter(
+    points: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    path: str | os.PathLike,
+    error_name: str = "1 - Dice",
+    title: str = "",
+) -> None:
+    """Write a PNG of per-image uncertainty against error, one colour per group, with each group's Spearman
+    correlation in the legend.
+
+    Args:
+        points: legend label -> (uncertainty, error) of its images, e.g. ``(u, 1 - dice)``.
+        path: the PNG file to write.
+        error_name: y-axis label.
+        title: figure title.
+    """
+    fig, ax = _figure()
+    for label, (uncertainty, error) in points.items():
+        u, e = _as_1d(uncertainty, "uncertainty"), _as_1d(error, "error")
+        rho = spearman_correlation(u, e) if u.size > 1 else float("nan")
+        ax.scatter(u, e, s=8, alpha=0.6, label=f"{label} (Spearman {rho:.2f})")
+    ax.set_xlabel("per-image uncertainty")
+    ax.set_ylabel(error_name)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    _save(fig, ax, path, title, "upper left")
 
 
 def plot_reliability_diagram(

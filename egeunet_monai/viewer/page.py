@@ -40,6 +40,7 @@ _PAGE = """<!doctype html>
   dt { color: var(--muted); font-size: 13px; margin-top: 10px; }
   dd { margin: 0; font-size: 18px; font-weight: 600; }
   dd small { font-weight: 400; color: var(--muted); font-size: 13px; }
+  #flags.flagged { color: var(--accent); }
   label.toggle { display: flex; gap: 8px; align-items: center; margin-top: 16px; cursor: pointer; }
   a.button { display: inline-block; margin-top: 16px; padding: 8px 14px; border-radius: 8px;
              background: var(--accent); color: #fff; text-decoration: none; font-weight: 600; }
@@ -76,6 +77,11 @@ _PAGE = """<!doctype html>
         <dd><span id="size"></span> <small>pixels</small></dd>
         <dt>Mean confidence</dt>
         <dd><span id="confidence"></span> <small>mean probability inside the lesion</small></dd>
+        <dt id="uncertainty-label">Uncertainty</dt>
+        <dd id="uncertainty-row"><span id="uncertainty"></span>
+          <small>disagreement of the 8 flipped and rotated views, 0 to 1 (above 0.5: low confidence)</small></dd>
+        <dt>Quality flags</dt>
+        <dd><span id="flags"></span></dd>
       </dl>
       <label class="toggle"><input id="show-mask" type="checkbox"> Show the mask instead of the outline</label>
       <a id="download" class="button" href="#" download>Download mask PNG</a>
@@ -106,6 +112,14 @@ function showResult(r) {
   $("size").textContent = r.width + " \\u00d7 " + r.height;
   $("confidence").textContent =
     r.mean_confidence === null ? "\\u2014 (no lesion found)" : fmt(r.mean_confidence, 3);
+  // the uncertainty exists only when the server runs with --tta
+  const tta = r.uncertainty !== null;
+  $("uncertainty-label").hidden = $("uncertainty-row").hidden = !tta;
+  $("uncertainty").textContent = tta ? fmt(r.uncertainty, 3) : "";
+  $("uncertainty").dataset.value = tta ? r.uncertainty : "";
+  $("flags").textContent = r.flags.length ? r.flags.join(", ") : "none";
+  $("flags").dataset.value = r.flags.join(";");
+  $("flags").classList.toggle("flagged", r.flags.length > 0);
   $("overlay").src = r.overlay_url;
   $("mask").src = r.mask_url;
   $("download").href = r.mask_url + "?download=1";

@@ -15,7 +15,7 @@ from PIL import Image
 from egeunet_monai.cli import build_parser, main
 from egeunet_monai.cli.main import bundle_command
 from egeunet_monai.cli.predict import CSV_COLUMNS, CSV_NAME, collect_inputs
-from egeunet_monai.inference import ONNX_INSTALL_HINT
+from egeunet_monai.inference import ONNX_INSTALL_HINT, QUALITY_FLAGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ("predict", "serve", "train", "evaluate", "export", "bundle")
@@ -71,6 +71,11 @@ class TestPredictOnRealImages:
                 assert 0.5 <= float(row["mean_confidence"]) <= 1.0
             else:
                 assert row["mean_confidence"] == ""
+            # without --tta: no uncertainty, no low_confidence; the other flags follow the written mask
+            assert row["uncertainty"] == "" and row["uncertainty_map"] == ""
+            flags = row["flags"].split(";") if row["flags"] else []
+            assert set(flags) <= set(QUALITY_FLAGS) - {"low_confidence"}
+            assert ("empty" in flags) == (not mask.any())
 
     def test_the_corrupt_file_has_a_failed_row_with_the_reason(self, cli_predictions):
         row = _rows(cli_predictions.out)[cli_predictions.corrupt]
@@ -100,6 +105,25 @@ def test_inputs_that_give_no_image_are_failures_with_a_reason(tmp_path):
     assert "not a supported image" in reasons[str(tmp_path / "notes.txt")]
     assert "no such" in reasons[str(tmp_path / "missing.jpg")].lower()
     assert "no images" in reasons[str(tmp_path / "empty")]
+
+
+def test_uncertainty_map_without_tta_is_refused_with_exit_code_2(tmp_path, capsys):
+    photo = tmp_path / "lesion.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    code = main(["predict", str(photo), "--out", str(tmp_path / "out"), "--uncertainty-map", "--device", "cpu"])
+    assert code == 2
+    assert "--uncertainty-map needs --tta" in capsys.readouterr().err
+    assert not (tmp_path / "out" / CSV_NAME).exists()
+
+
+def test_predict_help_documents_tta_the_csv_columns_and_the_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--tta" in text and "--uncertainty-map" in text
+    assert "uncertainty only with --tta (empty otherwise)" in text
+    for flag in QUALITY_FLAGS:
+        assert flag in text
 
 
 def test_missing_weights_is_a_clear_error_with_exit_code_2(tmp_path, capsys):

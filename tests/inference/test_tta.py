@@ -173,6 +173,37 @@ def test_inferer_returns_the_logit_of_the_tta_probability():
     torch.testing.assert_close(torch.sigmoid(logits), expected.clamp(eps, 1 - eps), rtol=0, atol=1e-12)
 
 
+def test_with_uncertainty_returns_the_logits_and_the_views_uncertainty():
+    net = random_egeunet()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 255
+    inferer = DihedralTTAInferer(threshold=0.4)
+    with torch.no_grad():
+        logits, result = inferer.with_uncertainty(x, net)
+        expected = predict_with_tta(net, x, threshold=0.4)
+        plain_call = inferer(x, net)
+    torch.testing.assert_close(logits, plain_call, rtol=0, atol=0)
+    torch.testing.assert_close(result.uncertainty, expected.uncertainty, rtol=0, atol=0)
+    torch.testing.assert_close(result.uncertainty, lesion_entropy(expected.view_probabilities, 0.4), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value, tta", [(True, True), ("true", True), ("Yes", True), (False, False), ("false", False),
+                                        ("0", False)])
+def test_the_configs_tta_option_picks_the_inferer(value, tta):
+    # python -m monai.bundle run ... --tta false hands the config the string "false"
+    parser = ConfigParser(json.loads((REPO_ROOT / "configs" / "inference.json").read_text()))
+    parser["tta"] = value
+    parser["threshold"] = 0.3
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, DihedralTTAInferer) == tta
+    assert isinstance(inferer, DihedralTTAInferer) or type(inferer).__name__ == "SimpleInferer"
+    if tta:
+        assert inferer.threshold == 0.3
+    parser["tta"] = "maybe"
+    with pytest.raises(RuntimeError) as error:  # MONAI's "Failed to evaluate ConfigExpression", caused by ours
+        parser.get_parsed_content("inferer", lazy=False)
+    assert "--tta must be true or false, got 'maybe'" in str(error.value.__cause__)
+
+
 def test_inferer_keeps_saturated_probabilities_finite():
     # a network sure of every pixel: the mean probability is exactly 0 or 1 in float32, whose logit is infinite
     saturated = lambda x: torch.where(x[:, :1] > 0, 1e4, -1e4)  # noqa: E731
@@ -249,8 +280,8 @@ def test_uncertainty_ranks_degraded_images_above_clean_ones():
 
 @pytest.mark.slow
 def test_bundle_inference_with_the_tta_inferer_gives_the_tta_masks(tmp_path):
-    # two PH2 validation photographs at their original, non-square size, through configs/inference.json with only
-    # the inferer replaced (its sigmoid, resize back and threshold unchanged)
+    # two PH2 validation photographs at their original, non-square size, through configs/inference.json with
+    # --tta true (its sigmoid, resize back and threshold unchanged; the hole filling off, to compare the TTA masks)
     ph2 = require_shared_data("ph2")
     split = json.loads((REPO_ROOT / "bundle" / "splits" / "isic2017_ph2_seed0.json").read_text())
     ids = [e["id"] for e in split["validation"] if e["source"] == "ph2"][:2]
@@ -261,7 +292,7 @@ def test_bundle_inference_with_the_tta_inferer_gives_the_tta_masks(tmp_path):
     weights = REPO_ROOT / "bundle" / "models" / "model.pt"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
            "--input_path", str(photos), "--output_dir", str(out), "--ckpt_path", str(weights),
-           "--inferer#_target_", "egeunet_monai.inference.DihedralTTAInferer"]  # fmt: skip
+           "--tta", "true", "--fill_holes", "false"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -75,6 +75,8 @@ def test_concurrent_uploads_each_get_their_own_result(viewer_url, viewer_predict
         assert body["filename"] == name
         assert (body["width"], body["height"], body["area_px"]) == (stats.width, stats.height, stats.area_px)
         assert body["area_fraction"] == pytest.approx(stats.area_fraction)
+        # no --tta: no uncertainty; the flags are the predictor's
+        assert body["uncertainty"] is None and body["flags"] == list(stats.flags)
         status, png, headers = _get(viewer_url + body["mask_url"] + "?download=1")
         assert status == 200 and headers["content-type"] == "image/png"
         assert f'filename="{name.rsplit(".", 1)[0]}_mask.png"' in headers["content-disposition"]

@@ -20,7 +20,7 @@ import pytest
 from local_server import free_port, stop_process_group, wait_until_answering
 from PIL import Image
 
-from tests.conftest import in_ci
+from tests.conftest import REPO_ROOT, in_ci, require_shared_data
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +40,17 @@ def _need(condition: bool, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def served(tiny_bundle_weights, tmp_path_factory):
+    """``egeunet-monai serve`` with the weights of the tiny training (the CLI test's)."""
+    yield from _serve(tiny_bundle_weights, tmp_path_factory.mktemp("serve") / "serve.log")
+
+
+def _serve(weights: Path, log: Path, *options: str):
     """``egeunet-monai serve`` in its own process group on a free port, with a 1 MB upload limit."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     script = Path(sys.executable).with_name("egeunet-monai")
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(script), "serve", "--port", str(port), "--weights", str(tiny_bundle_weights),
-                                 "--max-upload-mb", "1", "--device", "cpu"],
+        proc = subprocess.Popen([str(script), "serve", "--port", str(port), "--weights", str(weights),
+                                 "--max-upload-mb", "1", "--device", "cpu", *options],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -54,6 +58,13 @@ def served(tiny_bundle_weights, tmp_path_factory):
         yield url
     finally:
         stop_process_group(proc, timeout_s=20)
+
+
+@pytest.fixture(scope="module")
+def served_tta(tmp_path_factory):
+    """``egeunet-monai serve --tta`` with the released weights."""
+    yield from _serve(REPO_ROOT / "bundle" / "models" / "model.pt", tmp_path_factory.mktemp("serve_tta") / "log",
+                      "--tta")
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +115,10 @@ def test_upload_shows_the_cli_s_area_and_downloads_the_cli_s_mask(page, cli_pred
                                                                 abs=0.0051)
     assert float(page.inner_text("#confidence")) == pytest.approx(float(cli_row["mean_confidence"]), abs=0.0006)
     assert page.inner_text("#size") == f"{cli_row['width']} \u00d7 {cli_row['height']}"
+    # the quality flags are the CLI's; without --tta there is no uncertainty to show
+    assert page.get_attribute("#flags", "data-value") == cli_row["flags"]
+    assert page.inner_text("#flags") == (cli_row["flags"].replace(";", ", ") or "none")
+    assert page.is_hidden("#uncertainty-row") and page.is_hidden("#uncertainty-label")
 
     # the outline is shown on the photo at its own size; the toggle swaps in the mask
     page.wait_for_function("document.getElementById('overlay').complete && "
@@ -155,3 +170,18 @@ def test_a_corrupt_photo_shows_the_reason(page, cli_predictions):
     expect(page.locator("#error")).to_contain_text(
         f"{cli_predictions.corrupt} could not be segmented: truncated file", timeout=TIMEOUT_MS)
     assert page.is_visible("#error") and page.is_hidden("#result")
+
+
+def test_with_tta_the_page_shows_the_uncertainty_and_the_flags(page, served_tta):
+    # ISIC_0000127 (validation split): the views disagree (uncertainty 0.66 with the released weights), two pieces
+    photo = require_shared_data("isic2017_train_256", "images", "ISIC_0000127.jpg")
+    page.goto(served_tta + "/")
+    with page.expect_response("**/api/segment") as answer:
+        _upload(page, photo)
+    body = answer.value.json()
+    page.wait_for_selector("#result", state="visible")
+    assert 0.5 < body["uncertainty"] <= 1.0 and "low_confidence" in body["flags"]
+    assert page.is_visible("#uncertainty-row") and page.is_visible("#uncertainty-label")
+    assert page.inner_text("#uncertainty") == f"{body['uncertainty']:.3f}"
+    assert page.inner_text("#flags") == ", ".join(body["flags"])
+    assert page.get_attribute("#flags", "data-value") == ";".join(body["flags"])
