@@ -21,6 +21,7 @@ cannot be set up, or when ``EGEUNET_SKIP_MONAILABEL=1``. Under ``CI=true`` each 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -351,25 +352,22 @@ def _post_json(url: str, payload: dict) -> tuple[int, object]:
 
 def test_active_learning_serves_unlabeled_images_by_decreasing_tta_uncertainty(server, datastore, bundle_weights,
                                                                               tmp_path):
-    import torch
-    from monai.data import list_data_collate
-
-    from egeunet_monai.inference import LesionPredictor, predict_with_tta
+    from egeunet_monai.cli.main import main as cli_main
 
     base, info = server["base"], server["info"]
     assert UNCERTAINTY in info["scoring"], f"no scoring method {UNCERTAINTY}: {list(info['scoring'])}"
     assert UNCERTAINTY in info["strategies"], f"no strategy {UNCERTAINTY}: {list(info['strategies'])}"
     unlabeled = [i for i in datastore["images"] if i not in PRELABELLED]
 
-    # the reference, in this process: the library's TTA uncertainty of each image, preprocessed by the bundle's
-    # inference config, with the weights the server runs
-    predictor = LesionPredictor(bundle_weights, output_dir=tmp_path, device="cpu")
-    threshold = float(predictor.config.get_parsed_content("threshold"))
-    reference = {}
-    for image_id in unlabeled:
-        with torch.inference_mode():
-            batch = list_data_collate([predictor.preprocessing({"image": str(datastore["images"][image_id])})])
-            reference[image_id] = float(predict_with_tta(predictor.network, batch["image"], threshold).uncertainty[0])
+    # the reference, in this process: the uncertainty that `egeunet-monai predict --tta` writes to predictions.csv
+    # for each image, with the weights the server runs (the CSV's 4 decimals are well inside SCORE_ATOL)
+    out = tmp_path / "predict_tta"
+    paths = [str(datastore["images"][image_id]) for image_id in unlabeled]
+    assert cli_main(["predict", *paths, "--out", str(out), "--weights", str(bundle_weights), "--tta",
+                     "--device", "cpu", "--no-progress"]) == 0
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = {Path(row["image"]).stem: row for row in csv.DictReader(f)}
+    reference = {image_id: float(rows[Path(path).stem]["uncertainty"]) for image_id, path in zip(unlabeled, paths)}
 
     t0 = time.monotonic()
     status, summary = _post_json(f"{base}/scoring/{UNCERTAINTY}?run_sync=true", {})
