@@ -90,7 +90,9 @@ def test_evaluate_s_dice_is_that_of_the_predicted_mask(evaluated, tiny_training)
     # way), and Dice computed here with numpy. Measured: equal to 1e-8 (the CSV's float32).
     from egeunet_monai.inference import LesionPredictor
 
-    predictor = LesionPredictor(tiny_training.weights, output_dir=evaluated / "check", device="cpu")
+    # evaluate.json scores the thresholded mask; inference.json then fills holes (fill_holes, on by default)
+    predictor = LesionPredictor(tiny_training.weights, output_dir=evaluated / "check", device="cpu",
+                                overrides={"fill_holes": False})
     with open(evaluated / "eval" / "val_mean_dice_raw.csv", newline="") as f:
         raw = {row["filename"]: float(row["class0"]) for row in csv.DictReader(f)}
     for image, dice in raw.items():
