@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from egeunet_monai.data import DermoscopyImageReader, pair_images_and_masks  # noqa: E402
 from egeunet_monai.engines import default_weights  # noqa: E402
 from egeunet_monai.inference import format_flags, load_photo, predict_with_tta, quality_flags  # noqa: E402
+from egeunet_monai.inference.runtime import load_eager_network  # noqa: E402
 from egeunet_monai.metrics import (  # noqa: E402
     CalibrationHistogram,
     mean_score_at_coverage,
@@ -95,9 +96,8 @@ def load_bundle(weights: str) -> tuple[torch.nn.Module, object, object]:
     train.read_config(str(REPO_ROOT / "configs" / "train.json"))
     infer = ConfigParser()
     infer.read_config(str(REPO_ROOT / "configs" / "inference.json"))
-    network = infer.get_parsed_content("network_def").eval()
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    # this project's checkpoints and the original implementation's (its own key names) alike
+    network = load_eager_network(weights, infer.get_parsed_content("network_def"))
     return network, train.get_parsed_content("validate#preprocessing"), infer.get_parsed_content("preprocessing")
 
 
