@@ -45,13 +45,19 @@ def augmentation_prepare_batch(
 
 
 def per_sample_transforms(
-    deterministic: Sequence[Callable], random: Sequence[Callable], drop_metadata: Callable, prepare_batch: PrepareBatch
+    deterministic: Sequence[Callable],
+    random: Sequence[Callable],
+    drop_metadata: Callable,
+    prepare_batch: PrepareBatch,
+    intensity: Sequence[Callable] = (),
 ) -> list[Callable]:
-    """The training loader's transforms: ``deterministic`` (cached), then ``random`` unless ``prepare_batch`` does
-    the augmentation on the device; ``drop_metadata`` after each part (plain tensors batch and cache faster)."""
+    """The training loader's transforms: ``deterministic`` (cached), then the random ``intensity`` (colour)
+    transforms, then the spatial ``random`` ones unless ``prepare_batch`` does those on the device; ``drop_metadata``
+    after each part (plain tensors batch and cache faster). Colour comes first on both paths, so that the zeros
+    a rotation pads with stay zeros."""
     if isinstance(prepare_batch, PrepareBatchAugmented):
-        return [*deterministic, drop_metadata]
-    return [*deterministic, drop_metadata, *random, drop_metadata]
+        return [*deterministic, drop_metadata, *intensity]
+    return [*deterministic, drop_metadata, *intensity, *random, drop_metadata]
 
 
 def loader_workers(loader_workers: int | str, num_workers: int, prepare_batch: PrepareBatch, device: Any) -> int:

@@ -170,3 +170,28 @@ def test_one_id_per_option_and_training_is_run():
     with pytest.raises(RuntimeError) as failure:
         _train_parser(resume="ture").get_parsed_content("resume_from")
     assert "--resume must be true or false, got 'ture'" in str(failure.value.__cause__)
+
+
+def test_intensity_transforms_run_on_both_augmentation_paths_and_end_min_max_scaled():
+    """``intensity_prob`` (0: off, the default) turns on per-channel gain and offset and a gamma, per sample in the
+    loader on both augmentation paths and before the spatial ones; they end with the per-image min-max scaling to
+    [0, 255] that inference applies, so a global gain or offset (which inference would undo) is no augmentation."""
+    import torch
+    from monai.transforms import Compose, RandAdjustContrastd, RandFlipd, RandScaleIntensityd
+
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)) * 200 + 20
+    for augment_on_device in ("true", "false"):
+        parser = _train_parser(intensity_prob=1.0, augment_on_device=augment_on_device)
+        kinds = [type(t) for t in parser.get_parsed_content("train#preprocessing").transforms]
+        assert kinds.count(RandScaleIntensityd) == 1 and RandAdjustContrastd in kinds
+        if augment_on_device == "false":  # colour before the flips, so a rotation's zero padding stays zero
+            assert kinds.index(RandAdjustContrastd) < kinds.index(RandFlipd)
+    colour = Compose(_train_parser(intensity_prob=1.0).get_parsed_content("train#intensity_transforms"))
+    colour.set_random_state(seed=0)
+    out = torch.as_tensor(colour({"image": image.clone()})["image"])
+    assert float(out.min()) == 0.0 and float(out.max()) == 255.0
+    # the channels were changed differently: their means no longer keep the input's ratios
+    assert not torch.allclose(out.mean((1, 2)) / out.mean(), image.mean((1, 2)) / image.mean(), rtol=1e-3)
+    off = Compose(_train_parser().get_parsed_content("train#intensity_transforms"))
+    scaled = (image - image.min()) / (image.max() - image.min()) * 255
+    torch.testing.assert_close(torch.as_tensor(off({"image": image.clone()})["image"]), scaled, rtol=0, atol=1e-4)
