@@ -12,9 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
-	@# the C++ CPU kernels of EGEUNet(fused_ops=True), compiled once (about half a minute); without a compiler
+	@# the C++ CPU kernels of egeunet_monai.accel, compiled once (about half a minute); without a compiler
 	@# training runs the slower PyTorch operators instead
-	$(PY) -c "from egeunet_monai.networks.blocks import cpu_kernels; cpu_kernels.available()"
+	$(PY) -c "from egeunet_monai.accel import kernels; kernels.load()"
 	touch $@
 
 setup: $(VENV)/.installed
