@@ -20,17 +20,28 @@ MONAI's ``DiceCELoss(sigmoid=True)`` (inside the loss)       :class:`~.loss.Dice
 ==========================================================  ===============================================
 
 Each kernel version computes what it replaces up to float rounding, and falls back to the reference forward where the
-kernels do not apply (GPU tensors, other dtypes, TorchScript, tracing, CPU autocast). ``configs/train.json`` applies
-it with ``--accelerate true`` (the default); docs/benchmarks.md has the measurements.
+kernels do not apply (GPU tensors, other dtypes, TorchScript, tracing, CPU autocast).
+
+The trainer's step has one more speed-up, :func:`~egeunet_monai.accel.split.split_batch_iteration`: each CPU batch
+split over two threads of one intra-op thread each (``SupervisedTrainer``'s ``iteration_update``).
+
+``configs/train.json`` applies both with ``--accelerate true`` (the default); docs/benchmarks.md has the measurements.
 """
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-__all__ = ["accelerate", "is_accelerated"]
+__all__ = ["accelerate", "is_accelerated", "split_batch_iteration"]
 
 T = TypeVar("T")
+
+
+def split_batch_iteration(*args, **kwargs):
+    """:func:`egeunet_monai.accel.split.split_batch_iteration` (imported on use)."""
+    from egeunet_monai.accel.split import split_batch_iteration
+
+    return split_batch_iteration(*args, **kwargs)
 
 
 def _kernel_versions() -> list[type]:

@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 
 def _build_flags() -> list[str]:
     flags = ["-O3"]
-    # the kernels split their loops with at::parallel_for, whose header-inline code uses OpenMP pragmas (run by
-    # PyTorch's own OpenMP library): without -fopenmp they would run on one thread
+    # the kernels split their loops with OpenMP pragmas (run by PyTorch's own OpenMP library): without -fopenmp they
+    # would run on one thread
     if torch.backends.openmp.is_available():
         flags.append("-fopenmp")
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # where PyTorch itself found them here

@@ -10,8 +10,8 @@
 //   depthwise3x3_*         3x3 depth-wise convolution, zero padding = dilation, any dilation
 //   max_pool2x2_*          2x2/stride-2 max-pooling; the gradient goes where max_pool2d sends it
 //
-// Tensors are contiguous N x C x H x W, float32 or float64. Threads: at::parallel_for's (built with -fopenmp,
-// PyTorch's own OpenMP runtime).
+// Tensors are contiguous N x C x H x W, float32 or float64. Threads: as many as at::get_num_threads() says for the
+// calling thread (built with -fopenmp, PyTorch's own OpenMP runtime).
 
 #include "common.h"
 
