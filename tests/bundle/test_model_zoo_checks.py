@@ -158,9 +158,9 @@ def _standalone_python(venv: Path, base: Path | str = sys.executable) -> Path:
 
 def _standalone_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in bundle_env().items() if k != "PYTHONPATH"}
-    # the C++ kernels stay off: built here from the bundle's copy of their sources, they would replace the
-    # package's build in the shared torch extensions cache (30-60 s each way); tests/networks cover them
-    env.update(EGEUNET_CPU_KERNELS="0", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", **extra)
+    # the bundle's copy of the C++ sources has the package's digest: it loads the package's build from the shared
+    # torch extensions cache (kernels.library_path) rather than compiling its own
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", **extra)
     return env
 
 
