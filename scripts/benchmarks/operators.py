@@ -5,8 +5,9 @@ interleaved (``common.interleaved``): whether each kernel is worth keeping.
 
 Shapes of one half of a split batch-8 step (4 images) on one intra-op thread, as ``SplitBatchIteration``'s workers
 run them: the first bridge's channel LayerNorms and dilated depth-wise convs (128x128), the first encoder's max-pool
-(256x256), the decoder's last upsampling, the six DiceCE terms of ``EGEUNetLoss``; and the trainer's batch
-augmentation (8 images, on the calling thread with all its threads, as ``prepare_batch`` runs it).
+(256x256), the upsampling of a side head's output and of the decoder's last level, the six DiceCE terms of
+``EGEUNetLoss``; and the trainer's batch augmentation (8 images, on the calling thread with all its threads, as
+``prepare_batch`` runs it).
 
 Example: ``python scripts/benchmarks/operators.py --repeats 9``
 """
@@ -49,13 +50,14 @@ def main(argv=None) -> None:
             for d in (1, 2, 5, 7)
         },
         "2x2 max-pool, 8 ch, 256x256 (encoder 1)": (nn.MaxPool2d(2, 2), [n, 8, 256, 256]),
-        "bilinear resize 128x128 -> 256x256, 8 ch (decoder 1)": (resize, [n, 8, 128, 128]),
+        "bilinear resize 32x32 -> 256x256, 1 ch (a side head's output)": (resize, [n, 1, 32, 32]),
+        "bilinear resize 64x64 -> 128x128, 8 ch (decoder 1)": (BilinearResize(), [n, 8, 64, 64]),
         "EGEUNetLoss, six DiceCE terms, 256x256": (EGEUNetLoss(), [6, n, 1, 256, 256]),
     }  # fmt: skip
 
     def call(module, x):
         if isinstance(module, BilinearResize):
-            return module(x, [256, 256])
+            return module(x, [256, 256] if x.shape[1] == 1 else [2 * x.shape[2], 2 * x.shape[3]])
         if isinstance(module, EGEUNetLoss):  # the six outputs (main and upsampled side heads) stacked in one tensor
             return module(list(x.unbind(0)), target)
         return module(x)

@@ -32,7 +32,7 @@ def test_operators_compares_every_kernel_with_its_reference():
     for op in ("channel LayerNorm", "depth-wise conv, dilation 7", "max-pool", "bilinear resize", "EGEUNetLoss",
                "RandFlipRotateBatch"):  # fmt: skip
         assert op in names, op
-    assert len(rows) == 10 and all(float(x) > 0 for r in rows for x in re.findall(r"([\d.]+)x \|", r)), rows
+    assert len(rows) == 11 and all(float(x) > 0 for r in rows for x in re.findall(r"([\d.]+)x \|", r)), rows
 
 
 def test_bundle_trainer_runs_the_bundle_as_a_user_does(shared_data_dir: Path, tmp_path: Path):
