@@ -37,7 +37,7 @@ test-fast: setup  ## skip the slow end-to-end tests
 # The numeric tests under the vector-kernel levels other CPUs get (docs/reliability.md): this CPU's own, AVX2, and
 # none; PyTorch's kernels follow ATEN_CPU_CAPABILITY (and the C++ kernels, built per level), its convolutions
 # (oneDNN) ONEDNN_MAX_CPU_ISA.
-NUMERIC_TESTS ?= tests/networks tests/losses tests/transforms tests/engines tests/metrics
+NUMERIC_TESTS ?= tests/networks tests/accel tests/losses tests/transforms tests/metrics
 .PHONY: test-dispatch
 test-dispatch: setup  ## the numeric tests at ATEN_CPU_CAPABILITY unset, avx2 and default
 	env -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA $(PY) -m pytest $(NUMERIC_TESTS) $(ARGS)
