@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.engines.utils import IterationEvents
 
 from egeunet_monai.accel import accelerate
 from egeunet_monai.accel.split import SplitBatchIteration, split_batch_iteration
