@@ -12,9 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
-	@# the C++ CPU kernels of EGEUNet(fused_ops=True), compiled once (about half a minute); without a compiler
+	@# the C++ CPU kernels of egeunet_monai.accel, compiled once (about half a minute); without a compiler
 	@# training runs the slower PyTorch operators instead
-	$(PY) -c "from egeunet_monai.networks.blocks import cpu_kernels; cpu_kernels.available()"
+	$(PY) -c "from egeunet_monai.accel import kernels; kernels.load()"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -37,7 +37,7 @@ test-fast: setup  ## skip the slow end-to-end tests
 # The numeric tests under the vector-kernel levels other CPUs get (docs/reliability.md): this CPU's own, AVX2, and
 # none; PyTorch's kernels follow ATEN_CPU_CAPABILITY (and the C++ kernels, built per level), its convolutions
 # (oneDNN) ONEDNN_MAX_CPU_ISA.
-NUMERIC_TESTS ?= tests/networks tests/losses tests/transforms tests/engines tests/metrics
+NUMERIC_TESTS ?= tests/networks tests/accel tests/losses tests/transforms tests/metrics
 .PHONY: test-dispatch
 test-dispatch: setup  ## the numeric tests at ATEN_CPU_CAPABILITY unset, avx2 and default
 	env -u ATEN_CPU_CAPABILITY -u ONEDNN_MAX_CPU_ISA $(PY) -m pytest $(NUMERIC_TESTS) $(ARGS)

@@ -10,12 +10,12 @@ __version__ = "0.1.0"
 # viewer or plotting package, and a bundle config's "$import egeunet_monai" still reaches every subpackage as an
 # attribute, e.g. "$egeunet_monai.data.list_images(...)" (MONAI binds "$import a.b" to the name "a.b", not "a").
 _SUBMODULES = (
-    "cli", "data", "engines", "export", "files", "flags", "handlers", "inference", "losses", "metrics", "networks",
+    "accel", "cli", "data", "engines", "export", "files", "flags", "handlers", "inference", "losses", "metrics", "networks",
     "resources", "threads", "transforms", "viewer", "visualize",
 )  # fmt: skip
 
 __all__ = [
-    "data", "engines", "export", "flags", "handlers", "losses", "metrics", "networks", "transforms", "visualize",
+    "accel", "data", "engines", "export", "flags", "handlers", "losses", "metrics", "networks", "transforms", "visualize",
     "__version__",
 ]  # fmt: skip
 

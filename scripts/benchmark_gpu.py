@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import (  # noqa: E402  (the CPU benchmark's table, model, data and bundle-run helpers)
+from benchmarks.table import (  # noqa: E402  (the table, model, data and bundle-run helpers)
     DEFAULT_TRAIN_DIR,
     DEFAULT_WEIGHTS,
     Row,

@@ -9,8 +9,8 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
         || echo "run_tests.sh: could not install chromium; the browser test will fail under CI=true" >&2
 fi
-# the C++ CPU kernels of fused_ops, built once before tests start (and kill) training processes that would use them
-"$VENV/bin/python" -c "from egeunet_monai.networks.blocks import cpu_kernels; cpu_kernels.available()"
+# the C++ CPU kernels of egeunet_monai.accel, built once before tests start (and kill) training processes that would use them
+"$VENV/bin/python" -c "from egeunet_monai.accel import kernels; kernels.load()"
 # pytest exits 5 when nothing was collected: that is a failure here, never a pass. --durations: the 20 slowest, to
 # keep an eye on CI's time.
 exec "$VENV/bin/python" -m pytest tests --durations=20 "$@"

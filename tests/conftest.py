@@ -72,14 +72,13 @@ def require_shared_reference(*subpaths: str) -> Path:
 
 
 def require_cpu_kernels():
-    """``torch.ops.egeunet_cpu``, building the C++ CPU kernels if needed (call it with them enabled, e.g. inside
-    ``cpu_kernels.enabled(True)``); skips the calling test where they cannot be built (no C++ compiler or ninja),
-    fails it under CI (CI builds them)."""
+    """``torch.ops.egeunet_cpu``, building the C++ CPU kernels of ``egeunet_monai.accel`` if needed; skips the calling
+    test where they cannot be built (no C++ compiler or ninja), fails it under CI (CI builds them)."""
     import torch
 
-    from egeunet_monai.networks.blocks import cpu_kernels
+    from egeunet_monai.accel import kernels
 
-    if not cpu_kernels.available():
+    if not kernels.load():
         reason = "the C++ CPU kernels could not be built here (no C++ compiler or ninja? see the warning above)"
         if in_ci():
             pytest.fail(f"{reason}; CI={os.environ['CI']!r} requires them", pytrace=False)

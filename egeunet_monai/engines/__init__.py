@@ -11,13 +11,12 @@ from .recipe import (
     described,
     loader_workers,
     per_sample_transforms,
+    set_intra_op_threads,
     training_epochs,
 )
-from .split_batch import SplitBatchIteration
 
 __all__ = [
     "PrepareBatchAugmented",
-    "SplitBatchIteration",
     "augmentation_prepare_batch",
     "described",
     "default_weights",
@@ -25,6 +24,7 @@ __all__ = [
     "loader_workers",
     "per_sample_transforms",
     "resume_checkpoint",
+    "set_intra_op_threads",
     "tracking_run_name",
     "training_epochs",
     "trained_on_synthetic_data",

@@ -15,7 +15,7 @@ from egeunet_monai.engines.prepare_batch import PrepareBatchAugmented
 from egeunet_monai.flags import flag
 
 __all__ = ["AUTO", "augmentation_prepare_batch", "described", "loader_workers", "per_sample_transforms",
-           "training_epochs"]
+           "set_intra_op_threads", "training_epochs"]
 
 AUTO = "auto"
 # max_epochs "auto": the paper's 300 epochs on a real dataset; a short quick start on the synthetic default data
@@ -71,6 +71,22 @@ def loader_workers(loader_workers: int | str, num_workers: int, prepare_batch: P
     if isinstance(loader_workers, bool) or not isinstance(loader_workers, int) or loader_workers < 0:
         raise ValueError(f"--loader_workers must be a whole number >= 0 or 'auto', got {loader_workers!r}.")
     return loader_workers
+
+
+def set_intra_op_threads(threads: int | str | None) -> int:
+    """Set PyTorch's intra-op thread count to ``threads`` (``--intra_op_threads 1``); ``None`` keeps PyTorch's default
+    (one per core, or ``OMP_NUM_THREADS``). Returns the count in effect.
+
+    Why an option: PyTorch's OpenMP threads wait for each other by spinning, so on cores that other processes keep
+    busy a 2-thread training step can run several times slower than a 1-thread one (docs/benchmarks.md); on an idle
+    machine 2 threads are faster. Which holds depends on the machine's load, which the recipe cannot know.
+    """
+    if threads is None or threads == "":
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--intra_op_threads must be a whole number >= 1 or null (PyTorch's default), got {threads!r}.")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _value(obj: Any, name: str) -> Any:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
-
-from egeunet_monai.losses.dice_ce_kernel import dice_ce_with_logits, kernel_computes
 
 __all__ = ["ORIGINAL_DEEP_SUPERVISION_WEIGHTS", "EGEUNetLoss"]
 
@@ -30,9 +27,8 @@ class EGEUNetLoss(DeepSupervisionLoss):
         weights: the weight of each output, main first.
         lambda_dice: weight of the Dice term.
         lambda_ce: weight of the cross-entropy term.
-        fused_ops: with one output channel on CPU, compute each DiceCE term with the C++ kernels (two passes over
-            the output where MONAI's operators make a dozen; equal up to float rounding) when they are loaded
-            (see :mod:`egeunet_monai.networks.blocks.cpu_kernels`); ``False``: MONAI's ``DiceCELoss`` always.
+
+    For faster CPU training, :func:`egeunet_monai.accel.accelerate` swaps its ``DiceCELoss`` for a C++-kernel version.
     """
 
     def __init__(
@@ -41,7 +37,6 @@ class EGEUNetLoss(DeepSupervisionLoss):
         weights: Sequence[float] = ORIGINAL_DEEP_SUPERVISION_WEIGHTS,
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
-        fused_ops: bool = True,
     ) -> None:
         binary = out_channels == 1
         dice_ce = DiceCELoss(
@@ -54,23 +49,3 @@ class EGEUNetLoss(DeepSupervisionLoss):
             lambda_ce=lambda_ce,
         )
         super().__init__(dice_ce, weights=list(weights))
-        self.fused_ops = fused_ops
-
-    def _kernel_loss(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-        if not (self.fused_ops and kernel_computes(input, target)):
-            return None
-        dice_ce = self.loss
-        return dice_ce_with_logits(
-            input, target, dice_ce.dice.smooth_nr, dice_ce.dice.smooth_dr, dice_ce.lambda_dice, dice_ce.lambda_ce
-        )
-
-    def get_loss(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = self._kernel_loss(input, target)
-        return super().get_loss(input, target) if loss is None else loss
-
-    def forward(self, input: torch.Tensor | list[torch.Tensor] | None, target: torch.Tensor) -> torch.Tensor:
-        if isinstance(input, torch.Tensor):  # DeepSupervisionLoss calls its DiceCELoss directly for one tensor
-            loss = self._kernel_loss(input.float(), target)
-            if loss is not None:
-                return loss
-        return super().forward(input, target)

@@ -6,8 +6,8 @@ transforms in the loader's worker processes: ``RandFlipd`` on each spatial axis,
 That costs a few milliseconds of CPU per image, which a GPU training at a thousand images per second cannot wait
 for, and on a 2-core CPU a fifth of the training. :class:`RandFlipRotateBatch` (the default) draws the same random
 choices per image and applies them to the N x C x H x W batch where it already is, so the loader only collates
-cached tensors: on a GPU with one ``grid_sample`` for the rotated images (through MONAI's ``AffineTransform``), on
-a CPU in one pass of a C++ kernel. MONAI's array transforms work on one image at a time: applying them in a loop on
+cached tensors, with one ``grid_sample`` for the rotated images (through MONAI's ``AffineTransform``);
+:func:`egeunet_monai.accel.accelerate` swaps in a version that runs one pass of a C++ kernel on a CPU. MONAI's array transforms work on one image at a time: applying them in a loop on
 the GPU would launch a dozen small kernels and a Python round trip per image.
 """
 
@@ -17,8 +17,6 @@ import math
 
 import torch
 from monai.networks.layers import AffineTransform
-
-from egeunet_monai.networks.blocks import cpu_kernels
 
 __all__ = ["RandFlipRotateBatch"]
 
@@ -119,13 +117,13 @@ class RandFlipRotateBatch:
                 "expected an N x C x H x W image batch and a mask batch of the same N, H and W, got "
                 f"{list(image.shape)} and {list(label.shape)}."
             )
-        n, height, width = image.shape[0], int(image.shape[2]), int(image.shape[3])
-        flips, rotate, angles = self.draw(n)
-        if cpu_kernels.runs_for(image) and label.dtype == image.dtype and label.device == image.device:
-            # on CPU, one pass of the C++ kernel (networks/blocks/csrc/augment_cpu.cpp) for the whole batch: the same
-            # flips, grid_sample's arithmetic with float64 coordinates, about 3x faster than the dozen passes below
-            theta = self.rotation_theta(angles, height, width)
-            return tuple(torch.ops.egeunet_cpu.flip_rotate_batch(image, label, flips, rotate, theta))
+        return self.apply(image, label, *self.draw(image.shape[0]))
+
+    def apply(
+        self, image: torch.Tensor, label: torch.Tensor, flips: torch.Tensor, rotate: torch.Tensor, angles: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flips and rotations drawn by :meth:`draw`, applied to the batch (a new batch; the input stays)."""
+        height, width = int(image.shape[2]), int(image.shape[3])
         if flips.any():
             image, label = image.clone(), label.clone()  # the caller's batch stays as it was
             for axis in range(2):

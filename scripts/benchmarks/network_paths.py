@@ -9,8 +9,8 @@ Paths, at batch 1 and 8 (real images), 1 and 2 intra-op threads, in one interlea
   project's ``EGEUNet`` (a faithful port: float64 outputs equal the original's to 1e-10, tests/networks) loaded with
   a checkpoint the original code trained (its own key names), in eval mode, plain eager, PyTorch's default threads;
 - the default path: ``load_runtime(weights)`` as the tools build it (today: ONNX Runtime);
-- eager, TorchScript (``torch.jit.script``), ONNX Runtime (``load_runtime(..., runtime=...)``) and
-  ``optimize_for_inference`` (egeunet_monai/networks/fast.py; ``workers=2`` for 2 threads), each at 1 and 2 threads.
+- eager, TorchScript (``torch.jit.script``) and ONNX Runtime (``load_runtime(..., runtime=...)``), each at 1 and 2
+  threads.
 
 Example: ``python scripts/benchmarks/network_paths.py --repeats 15``
 """
@@ -28,7 +28,6 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default=str(RELEASED_WEIGHTS))
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--batches", type=int, nargs="+", default=[8, 1])
-    p.add_argument("--no-fast", action="store_true", help="leave out optimize_for_inference")
     p.add_argument("--only", nargs="+", default=None, help="paths whose name contains one of these words only")
     args = p.parse_args(argv)
 
@@ -54,11 +53,6 @@ def main(argv=None) -> None:
         nets[f"TorchScript, {t} thread{'s' * (t > 1)}"] = (scripted, t)
         ort = load_runtime(args.weights, runtime="onnxruntime", threads=t)
         paths[f"ONNX Runtime, {t} thread{'s' * (t > 1)}"] = ort
-    if not args.no_fast:
-        from egeunet_monai.networks.fast import optimize_for_inference
-
-        nets["optimize_for_inference, 1 thread"] = (optimize_for_inference(eager, workers=1), 1)
-        nets["optimize_for_inference(workers=2)"] = (optimize_for_inference(eager, workers=2), 1)
 
     def torch_call(net, threads):
         def run(x):

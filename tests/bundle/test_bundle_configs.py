@@ -158,7 +158,7 @@ def test_one_id_per_option_and_training_is_run():
     same steps)."""
     parser = _train_parser()
     config = parser.get()
-    for option in ("amp", "compile", "augment_on_device", "resume"):
+    for option in ("amp", "compile", "augment_on_device", "resume", "accelerate"):
         assert option in config
     for duplicate in ("amp_enabled", "compile_enabled", "augmenting_on_device", "resuming"):
         assert duplicate not in config
@@ -195,3 +195,53 @@ def test_intensity_transforms_run_on_both_augmentation_paths_and_end_min_max_sca
     off = Compose(_train_parser().get_parsed_content("train#intensity_transforms"))
     scaled = (image - image.min()) / (image.max() - image.min()) * 255
     torch.testing.assert_close(torch.as_tensor(off({"image": image.clone()})["image"]), scaled, rtol=0, atol=1e-4)
+
+
+def test_one_accelerate_option_switches_every_speed_up_and_the_network_stays_the_reference(tmp_path: Path):
+    """``accelerate`` (one id) gives the C++-kernel versions of the network's modules, the loss and the batch
+    augmentation, and the batch split; ``--accelerate false`` the reference ones and the trainer's own iteration.
+    ``network_def`` builds the reference EGEUNet (what inference, export and the bundle's checks build)."""
+    import torch
+
+    from egeunet_monai.accel import is_accelerated, kernels
+    from egeunet_monai.accel.split import SplitBatchIteration
+
+    if not kernels.load():
+        pytest.skip("the C++ CPU kernels could not be built here")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for value, expected in ((True, True), ("false", False)):
+            parser = _train_parser(accelerate=value, dataset_dir="", bundle_root=str(tmp_path))
+            assert is_accelerated(parser.get_parsed_content("network")) is expected
+            assert is_accelerated(parser.get_parsed_content("loss")) is expected
+            assert is_accelerated(parser.get_parsed_content("train#prepare_batch").augmentation) is expected
+            iteration = parser.get_parsed_content("train#iteration")
+            assert isinstance(iteration, SplitBatchIteration) if expected else iteration is None
+            # accelerate swaps modules inside the network in place: the network is still the reference class
+            assert type(parser.get_parsed_content("network")).__name__ == "EGEUNet"
+        assert parser["network_def"]["_target_"] == "egeunet_monai.networks.nets.EGEUNet"
+        # evaluation scores the reference network
+        from monai.bundle import ConfigParser
+
+        evaluate = ConfigParser()
+        evaluate.read_config([str(REPO_ROOT / "configs" / "train.json"), str(REPO_ROOT / "configs" / "evaluate.json")])
+        assert evaluate["accelerate"] is False
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_intra_op_threads_defaults_to_pytorchs_and_is_checked():
+    import torch
+
+    from egeunet_monai.engines import set_intra_op_threads
+
+    threads = torch.get_num_threads()
+    try:
+        assert set_intra_op_threads(None) == threads  # PyTorch's default, untouched
+        assert set_intra_op_threads(1) == 1 and torch.get_num_threads() == 1
+        for bad in (0, -2, "two", True):
+            with pytest.raises(ValueError, match="--intra_op_threads must be a whole number >= 1 or null"):
+                set_intra_op_threads(bad)
+    finally:
+        torch.set_num_threads(threads)

@@ -29,8 +29,8 @@ METRICS_CSV_KEYS = {
 }
 TRACKED_PARAMS = {
     "dataset_dir", "train_images", "val_images", "val_fraction", "seed", "image_size", "network", "loss", "optimizer",
-    "learning_rate", "weight_decay", "lr_scheduler", "batch_size", "amp", "split_batch_workers", "augment_on_device",
-    "loader_workers",
+    "learning_rate", "weight_decay", "lr_scheduler", "batch_size", "amp", "accelerate", "intra_op_threads",
+    "split_batch_workers", "augment_on_device", "loader_workers",
 }
 
 
@@ -187,8 +187,10 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     assert (params["train_images"], params["val_images"]) == (str(N_TRAIN), str(N_VAL))
     assert float(params["learning_rate"]) == 1e-3 and params["batch_size"] == str(BATCH)
     assert Path(params["dataset_dir"]) == root / "runs" / "synthetic_data"
-    # the CPU step splits each batch over 2 threads wherever the process has 2 intra-op threads (CI's 2 cores)
-    assert params["split_batch_workers"] == str(min(2, default_intra_op_threads()))
+    # accelerated (C++ kernels: CI builds them), PyTorch's default threads; the CPU step splits each batch over 2
+    # threads wherever the process has 2 intra-op threads (CI's 2 cores)
+    assert params["accelerate"] == "True" and params["intra_op_threads"] == str(default_intra_op_threads())
+    assert params["split_batch_workers"] == ("2" if default_intra_op_threads() > 1 else "1")
     assert (params["augment_on_device"], params["amp"]) == ("True", "False")  # the batch augmentation, CPU included
     assert params["loader_workers"] == "0"  # nothing per sample left for worker processes on a CPU
 

@@ -158,9 +158,9 @@ def _standalone_python(venv: Path, base: Path | str = sys.executable) -> Path:
 
 def _standalone_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in bundle_env().items() if k != "PYTHONPATH"}
-    # the C++ kernels stay off: built here from the bundle's copy of their sources, they would replace the
-    # package's build in the shared torch extensions cache (30-60 s each way); tests/networks cover them
-    env.update(EGEUNET_CPU_KERNELS="0", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", **extra)
+    # the bundle's copy of the C++ sources has the package's digest: it loads the package's build from the shared
+    # torch extensions cache (kernels.library_path) rather than compiling its own
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", **extra)
     return env
 
 
@@ -340,8 +340,14 @@ def test_bundle_code_is_the_package_code(zoo: SimpleNamespace):
         for number in changed:
             assert lines[number - 1] == re.sub(rf"\b{PACKAGE}\b", "scripts", original[number - 1]), relative
         assert not _import_lines(ast.parse("\n".join(lines))), f"{relative} still imports {PACKAGE}"
-    for cpp in sorted((REPO_ROOT / PACKAGE / "networks" / "blocks" / "csrc").iterdir()):
-        assert (scripts / "networks" / "blocks" / "csrc" / cpp.name).read_bytes() == cpp.read_bytes()
+    for cpp in sorted((REPO_ROOT / PACKAGE / "accel" / "csrc").iterdir()):
+        assert (scripts / "accel" / "csrc" / cpp.name).read_bytes() == cpp.read_bytes()
+    # the network the bundle carries is the reference one: its modules import nothing of the speed-up layer
+    for module in (scripts / "networks").rglob("*.py"):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any("accel" in name for name in imported), f"{module} imports {sorted(imported)}"
     for config in sorted((zoo.dist / "configs").glob("*.json")):
         text = config.read_text()
         assert not re.search(rf"\b{PACKAGE}\.", text), f"{config.name} still names {PACKAGE}"
@@ -354,35 +360,39 @@ EQUIVALENCE = textwrap.dedent(
     import torch
     bundle = sys.argv[1]
     sys.path.insert(0, bundle)
+    from egeunet_monai.accel import accelerate as package_accelerate, kernels
     from egeunet_monai.losses import EGEUNetLoss as PackageLoss
-    from egeunet_monai.networks.blocks import cpu_kernels
     from egeunet_monai.networks.nets import EGEUNet as PackageNet
+    from scripts.accel import accelerate as bundle_accelerate, kernels as bundle_kernels
     from scripts.losses import EGEUNetLoss as BundleLoss
-    from scripts.networks.blocks import cpu_kernels as bundle_kernels
     from scripts.networks.nets import EGEUNet as BundleNet
 
     assert BundleNet.__module__ == "scripts.networks.nets.egeunet", BundleNet.__module__
     kwargs = json.load(open(bundle + "/configs/train.json"))["network_def"]
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("_target_", "fused_ops")}
+    kwargs = {k: v for k, v in kwargs.items() if k != "_target_"}
     state = torch.load(bundle + "/models/model.pt", map_location="cpu", weights_only=True)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255
     label = (torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.5).float()
-    for fused in (False, True):
-        nets = [cls(**kwargs, fused_ops=fused) for cls in (PackageNet, BundleNet)]
+    for accelerated in (False, True):
+        nets = [cls(**kwargs) for cls in (PackageNet, BundleNet)]
+        losses = [PackageLoss(), BundleLoss()]
+        if accelerated:
+            nets = [package_accelerate(nets[0]), bundle_accelerate(nets[1])]
+            losses = [package_accelerate(losses[0]), bundle_accelerate(losses[1])]
         for net in nets:
             net.load_state_dict(state)
         with torch.no_grad():
             a, b = (net.eval()(x) for net in nets)
-        assert torch.equal(a, b), f"fused_ops={fused}: eval outputs differ by {(a - b).abs().max()}"
+        assert torch.equal(a, b), f"accelerated={accelerated}: eval outputs differ by {(a - b).abs().max()}"
         outputs = [net.train()(x) for net in nets]
-        losses = [loss(out, label) for loss, out in zip((PackageLoss(), BundleLoss()), outputs)]
+        losses = [loss(out, label) for loss, out in zip(losses, outputs)]
         assert torch.equal(losses[0], losses[1]), losses
         for loss in losses:
             loss.backward()
         for p, q in zip(*(net.parameters() for net in nets)):
             assert torch.equal(p.grad, q.grad), "gradients differ"
-    print(f"same outputs, loss and gradients; C++ kernels: package {cpu_kernels.available()}, "
-          f"bundle {bundle_kernels.available()}")
+    print(f"same outputs, loss and gradients; C++ kernels: package {kernels.load()}, "
+          f"bundle {bundle_kernels.load()}")
     """
 )
 
@@ -390,7 +400,7 @@ EQUIVALENCE = textwrap.dedent(
 @pytest.mark.slow
 def test_bundle_network_gives_the_package_outputs(zoo: SimpleNamespace, tmp_path: Path):
     """The bundle's network and loss with the released weights: the same logits, loss and gradients as the
-    package's, bit for bit, with and without ``fused_ops`` (C++ kernels on where they build: the bundle's copy
+    package's, bit for bit, as they are and accelerated (C++ kernels on where they build: the bundle's copy
     then loads the package's build of the same sources)."""
     script = tmp_path / "equivalence.py"
     script.write_text(EQUIVALENCE)

@@ -92,8 +92,10 @@ def test_multi_gpu_config_wraps_network_and_samplers():
 
     single = ConfigParser.load_config_file(str(REPO_ROOT / "configs" / "train.json"))
     assert config["run_name"] == {**single["run_name"], "_disabled_": "@secondary_rank"}
-    init = " ".join(config["initialize"])
+    init = " ".join(item for item in config["initialize"] if isinstance(item, str))
     assert "init_process_group" in init and "'nccl' if torch.cuda.is_available() else 'gloo'" in init
+    # as train.json, it sets --intra_op_threads where given (torchrun's default OMP_NUM_THREADS=1 otherwise)
+    assert {"_target_": "egeunet_monai.engines.set_intra_op_threads", "threads": "@intra_op_threads"} in config["initialize"]
     assert "destroy_process_group" in " ".join(config["finalize"])
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
+from egeunet_monai.accel import accelerate
 from egeunet_monai.losses import ORIGINAL_DEEP_SUPERVISION_WEIGHTS, EGEUNetLoss
 from egeunet_monai.networks import EGEUNet
 
@@ -27,8 +28,8 @@ def test_total_is_the_weighted_sum_of_dice_ce_per_output():
     label = (torch.rand(2, 1, 32, 32) > 0.6).float()
     single = DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
     expected = sum(w * single(o.double(), label.double()) for w, o in zip((1.0, 0.5, 0.4, 0.3, 0.2, 0.1), outs))
-    for fused_ops in (True, False):  # the C++ kernel where it is built, MONAI's operators
-        got = EGEUNetLoss(fused_ops=fused_ops)(outs, label)
+    for loss in (EGEUNetLoss(), accelerate(EGEUNetLoss())):  # MONAI's operators, the C++ kernel where it builds
+        got = loss(outs, label)
         torch.testing.assert_close(got.double(), expected, rtol=FLOAT32_LOSS_RTOL, atol=0)
 
 
@@ -47,8 +48,8 @@ def test_dice_part_matches_the_originals_smooth_one_per_sample():
     p = torch.sigmoid(pred.double())
     dice = 1 - (2 * (p * label).sum() + 1) / (p.sum() + label.sum() + 1)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(pred.double(), label.double())
-    for fused_ops in (True, False):
-        got = EGEUNetLoss(fused_ops=fused_ops)(pred, label)
+    for loss in (EGEUNetLoss(), accelerate(EGEUNetLoss())):
+        got = loss(pred, label)
         torch.testing.assert_close(got.double(), dice + bce, rtol=FLOAT32_LOSS_RTOL, atol=0)
 
 

@@ -17,12 +17,11 @@ from egeunet_monai.networks import (
     load_original_state_dict,
     original_to_monai_key,
 )
-from egeunet_monai.networks.blocks import cpu_kernels
 from tests.conftest import require_cpu_kernels
 
 # Float64 against the original's float64 outputs, on probabilities (main and side outputs): measured <= 1.2e-13 on
 # Intel Xeon (AVX-512) under ATEN_CPU_CAPABILITY unset/avx2/default (and oneDNN capped at AVX2/SSE4.1), 1 and 2
-# threads, plain network, fused_ops with and without the C++ kernels. 1e-10 leaves ~1000x for other CPUs' operation
+# threads, the reference network and the accelerated one (egeunet_monai.accel's C++ kernels). 1e-10 leaves ~1000x for other CPUs' operation
 # orders; a port that differs in any operation is off by far more than float64 rounding.
 FLOAT64_TOL = 1e-10
 # Float32 against the same float64 outputs: the network amplifies float32 rounding (u = 6e-8) to measured <= 6.7e-5
@@ -30,7 +29,7 @@ FLOAT64_TOL = 1e-10
 # <= 9.0e-5 here, 4.8e-5 on AMD EPYC in CI): bound 2e-4 = 3x.
 FLOAT32_TOL = 2e-4
 
-VARIANTS = ["plain", "fused_ops, PyTorch operators", "fused_ops, C++ kernels"]
+VARIANTS = ["reference", "accelerated"]
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +54,16 @@ def threads(request):
 
 @pytest.fixture(params=VARIANTS)
 def variant(request):
-    """The plain network, and ``fused_ops=True`` on its PyTorch compositions and on the C++ kernels."""
-    kernels = request.param == "fused_ops, C++ kernels"
-    with cpu_kernels.enabled(kernels):
-        if kernels:
-            require_cpu_kernels()
-        yield request.param
+    """The reference network, and the network after ``egeunet_monai.accel.accelerate`` (its C++ kernels)."""
+    if request.param == "accelerated":
+        require_cpu_kernels()
+    return request.param
+
+
+def _network(variant: str) -> EGEUNet:
+    from egeunet_monai.accel import accelerate
+
+    return accelerate(EGEUNet()) if variant == "accelerated" else EGEUNet()
 
 
 def _probabilities(net: EGEUNet, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -91,9 +94,8 @@ def test_every_original_key_maps_to_one_of_ours(shared_reference_dir):
 def test_main_and_side_outputs_match_the_original(golden, golden64, variant, threads):
     assert len(golden64["cases"]) == len(golden["cases"]) >= 2
     assert any(c["input"].shape[-2:] == (192, 320) for c in golden64["cases"])
-    fused = variant != "plain"
-    net64 = load_original_state_dict(EGEUNet(fused_ops=fused), golden64["state_dict"]).double()
-    net32 = load_original_state_dict(EGEUNet(fused_ops=fused), golden["state_dict"])
+    net64 = load_original_state_dict(_network(variant), golden64["state_dict"]).double()
+    net32 = load_original_state_dict(_network(variant), golden["state_dict"])
     for case64, case32 in zip(golden64["cases"], golden["cases"]):
         gap64 = _max_gap(_probabilities(net64, case64["input"]), case64)
         assert gap64 <= FLOAT64_TOL, f"float64: {gap64:.2e} from the original's float64 outputs"

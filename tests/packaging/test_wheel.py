@@ -149,6 +149,9 @@ def test_the_installed_package_is_imported_not_the_checkout_and_networks_import_
     assert package_file.is_relative_to(installed.target), package_file
     assert bundle == installed.target / "egeunet_monai" / "_bundle" and not (bundle / "configs").is_symlink()
     assert heavy == "[]", f"import egeunet_monai.networks imported {heavy}"
+    # the C++ sources of egeunet_monai.accel ship in the wheel: they are compiled on the user's machine
+    csrc = installed.target / "egeunet_monai" / "accel" / "csrc"
+    assert {p.name for p in csrc.iterdir()} == {"augment_cpu.cpp", "common.h", "loss_cpu.cpp", "network_cpu.cpp"}
 
 
 @pytest.fixture(scope="module")

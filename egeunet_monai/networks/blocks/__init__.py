@@ -1,4 +1,3 @@
-from . import fused_ops
-from .egeunet_blocks import ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention, GroupNorm
+from .egeunet_blocks import BilinearResize, ChannelFirstLayerNorm, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
 
-__all__ = ["ChannelFirstLayerNorm", "GroupAggregationBridge", "GroupNorm", "GroupedMultiAxisHadamardAttention", "fused_ops"]
+__all__ = ["BilinearResize", "ChannelFirstLayerNorm", "GroupAggregationBridge", "GroupedMultiAxisHadamardAttention"]

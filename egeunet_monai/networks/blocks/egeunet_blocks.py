@@ -9,9 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from egeunet_monai.networks.blocks import fused_ops
+__all__ = ["BilinearResize", "ChannelFirstLayerNorm", "GroupAggregationBridge", "GroupedMultiAxisHadamardAttention"]
 
-__all__ = ["ChannelFirstLayerNorm", "GroupNorm", "GroupedMultiAxisHadamardAttention", "GroupAggregationBridge"]
+
+class BilinearResize(nn.Module):
+    """Bilinear resizing to a given size with ``align_corners=True``, as the original's ``F.interpolate`` calls."""
+
+    def forward(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 class ChannelFirstLayerNorm(nn.Module):
@@ -20,52 +25,21 @@ class ChannelFirstLayerNorm(nn.Module):
     Args:
         num_channels: number of channels C.
         eps: added to the variance before the square root.
-        fused: on CPU, one autograd node with a hand-written backward (see ``fused_ops``).
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-6, fused: bool = False) -> None:
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
-        self.fused = fused
-
-    @torch.jit.unused
-    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_ops.channel_layer_norm(x, self.weight, self.bias, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            if self.fused and fused_ops.use_fused_ops(x):
-                return self._fused_forward(x)
         # Written out rather than F.layer_norm on a permuted tensor: the same formula as the
         # original keeps parity with its outputs to float32 rounding.
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
-class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` (same parameters and state dict) whose backward can run in ``fused_ops``' C++ kernel.
-
-    Args:
-        num_groups, num_channels, eps, affine: as ``nn.GroupNorm``.
-        fused: on CPU, with the C++ kernels built, the backward in one kernel (the forward is PyTorch's).
-    """
-
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, fused: bool = False):
-        super().__init__(num_groups, num_channels, eps, affine)
-        self.fused = fused
-
-    @torch.jit.unused
-    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_ops.group_norm(x, self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and not torch.jit.is_scripting():
-            return self._fused_forward(x)  # fused_ops.group_norm runs PyTorch's operators where its kernel does not
-        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)  # nn.GroupNorm.forward
 
 
 def _depthwise_gate_mixer(channels: int, conv: type[nn.Module]) -> nn.Sequential:
@@ -86,12 +60,9 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
         in_channels: input channels, divisible by 4.
         out_channels: output channels.
         gate_size: (x, y) size of the learnable gates before they are resized to the feature map.
-        fused_ops: use the faster CPU operators of ``fused_ops`` (same results up to float rounding).
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, gate_size: Sequence[int] = (8, 8), fused_ops: bool = False
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, gate_size: Sequence[int] = (8, 8)) -> None:
         super().__init__()
         if in_channels % 4:
             raise ValueError(f"GHPA splits channels into 4 groups: in_channels must be divisible by 4, got {in_channels}.")
@@ -106,8 +77,8 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
         self.dw = nn.Sequential(
             nn.Conv2d(group, group, 1), nn.GELU(), nn.Conv2d(group, group, kernel_size=3, padding=1, groups=group)
         )
-        self.norm1 = ChannelFirstLayerNorm(in_channels, fused=fused_ops)
-        self.norm2 = ChannelFirstLayerNorm(in_channels, fused=fused_ops)
+        self.norm1 = ChannelFirstLayerNorm(in_channels)
+        self.norm2 = ChannelFirstLayerNorm(in_channels)
         self.ldw = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels),
             nn.GELU(),
@@ -170,7 +141,6 @@ class GroupAggregationBridge(nn.Module):
         mask_channels: channels of the side head's prediction (1 in the original).
         dilations: dilation of each group's depth-wise conv.
         kernel_size: kernel size of those convs.
-        fused_ops: use the faster CPU operators of ``fused_ops`` (same results up to float rounding).
     """
 
     def __init__(
@@ -180,7 +150,6 @@ class GroupAggregationBridge(nn.Module):
         mask_channels: int = 1,
         dilations: Sequence[int] = (1, 2, 5, 7),
         kernel_size: int = 3,
-        fused_ops: bool = False,
     ) -> None:
         super().__init__()
         if len(dilations) != 4:
@@ -188,37 +157,23 @@ class GroupAggregationBridge(nn.Module):
         if low_channels % 4:
             raise ValueError(f"GAB splits channels into 4 groups: low_channels must be divisible by 4, got {low_channels}.")
         self.pre_project = nn.Conv2d(high_channels, low_channels, 1)
+        self.resize = BilinearResize()
         group = low_channels // 2 + mask_channels
         for i, d in enumerate(dilations):
             padding = (kernel_size + (kernel_size - 1) * (d - 1)) // 2
             self.add_module(
                 f"g{i}",
                 nn.Sequential(
-                    ChannelFirstLayerNorm(group, fused=fused_ops),
+                    ChannelFirstLayerNorm(group),
                     nn.Conv2d(group, group, kernel_size=kernel_size, padding=padding, dilation=d, groups=group),
                 ),
             )
         self.tail_conv = nn.Sequential(
-            ChannelFirstLayerNorm(4 * group, fused=fused_ops), nn.Conv2d(4 * group, low_channels, 1)
+            ChannelFirstLayerNorm(4 * group), nn.Conv2d(4 * group, low_channels, 1)
         )
-        self.fused_ops = fused_ops and kernel_size == 3
-
-    @torch.jit.unused
-    def _fused_forward(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``forward`` with the depth-wise convs and the upsampling of ``fused_ops`` (same bits)."""
-        xh = fused_ops.upsample_bilinear(self.pre_project(xh), [int(xl.shape[2]), int(xl.shape[3])])
-        xh_groups = torch.chunk(xh, 4, dim=1)
-        xl_groups = torch.chunk(xl, 4, dim=1)
-        outs = []
-        for i, (norm, conv) in enumerate((self.g0, self.g1, self.g2, self.g3)):
-            outs.append(fused_ops.depthwise_conv3x3(norm(torch.cat((xh_groups[i], xl_groups[i], mask), dim=1)), conv))
-        return self.tail_conv(torch.cat(outs, dim=1))
 
     def forward(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.fused_ops and not torch.jit.is_scripting():
-            return self._fused_forward(xh, xl, mask)
-        xh = self.pre_project(xh)
-        xh = F.interpolate(xh, size=(int(xl.shape[2]), int(xl.shape[3])), mode="bilinear", align_corners=True)
+        xh = self.resize(self.pre_project(xh), [int(xl.shape[2]), int(xl.shape[3])])
         xh_groups = torch.chunk(xh, 4, dim=1)
         xl_groups = torch.chunk(xl, 4, dim=1)
         x0 = self.g0(torch.cat((xh_groups[0], xl_groups[0], mask), dim=1))

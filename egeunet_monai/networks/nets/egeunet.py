@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from egeunet_monai.networks.blocks import GroupAggregationBridge, GroupedMultiAxisHadamardAttention, GroupNorm
-from egeunet_monai.networks.blocks import fused_ops as ops
+from egeunet_monai.networks.blocks import BilinearResize, GroupAggregationBridge, GroupedMultiAxisHadamardAttention
 
 if TYPE_CHECKING:
     from monai.networks.blocks import Convolution
@@ -69,11 +68,10 @@ class EGEUNet(nn.Module):
         channels: the six stage widths; the last five must be divisible by 4 (GHPA/GAB groups).
         deep_supervision: return the side heads' logits as well in training mode.
         gab_dilations: dilations of the four groups in every bridge.
-        fused_ops: on CPU, run max-pooling, bilinear upsampling, the bridges' depth-wise convs and the channel
-            LayerNorms through :mod:`~egeunet_monai.networks.blocks.fused_ops`: C++ kernels built on first use
-            (the same outputs and gradients up to float rounding), or without a compiler PyTorch compositions (the
-            same outputs bit for bit, faster backward passes). A training option: about 1.5x per CPU training step
-            with the kernels, 1.2x without (docs/benchmarks.md). Checkpoints are the same either way.
+
+    This is the reference network, computed with PyTorch's operators only. For faster CPU training,
+    :func:`egeunet_monai.accel.accelerate` swaps some of its modules for C++-kernel versions in place (the same
+    parameters and state dict keys; ``configs/train.json``'s ``accelerate`` option).
     """
 
     def __init__(
@@ -83,7 +81,6 @@ class EGEUNet(nn.Module):
         channels: Sequence[int] = (8, 16, 24, 32, 48, 64),
         deep_supervision: bool = True,
         gab_dilations: Sequence[int] = (1, 2, 5, 7),
-        fused_ops: bool = False,
     ) -> None:
         super().__init__()
         if len(channels) != 6:
@@ -93,35 +90,37 @@ class EGEUNet(nn.Module):
         self.out_channels = out_channels
         self.deep_supervision = deep_supervision
         self.size_divisor = DOWNSAMPLING
-        self.fused_ops = fused_ops
 
         self.encoder1 = _conv3x3(in_channels, c[0])
         self.encoder2 = _conv3x3(c[0], c[1])
         self.encoder3 = _conv3x3(c[1], c[2])
-        self.encoder4 = GroupedMultiAxisHadamardAttention(c[2], c[3], fused_ops=fused_ops)
-        self.encoder5 = GroupedMultiAxisHadamardAttention(c[3], c[4], fused_ops=fused_ops)
-        self.encoder6 = GroupedMultiAxisHadamardAttention(c[4], c[5], fused_ops=fused_ops)
+        self.encoder4 = GroupedMultiAxisHadamardAttention(c[2], c[3])
+        self.encoder5 = GroupedMultiAxisHadamardAttention(c[3], c[4])
+        self.encoder6 = GroupedMultiAxisHadamardAttention(c[4], c[5])
         self.encoder_norm1, self.encoder_norm2, self.encoder_norm3, self.encoder_norm4, self.encoder_norm5 = (
-            GroupNorm(4, c[i], fused=fused_ops) for i in range(5)
+            nn.GroupNorm(4, c[i]) for i in range(5)
         )
 
         # bridge{i} merges the deeper level's feature into the level-i skip (c[i-1] channels)
         self.bridge1, self.bridge2, self.bridge3, self.bridge4, self.bridge5 = (
-            GroupAggregationBridge(c[i], c[i - 1], out_channels, gab_dilations, fused_ops=fused_ops) for i in range(1, 6)
+            GroupAggregationBridge(c[i], c[i - 1], out_channels, gab_dilations) for i in range(1, 6)
         )
         self.side_head1, self.side_head2, self.side_head3, self.side_head4, self.side_head5 = (
             nn.Conv2d(c[i], out_channels, 1) for i in range(5)
         )
 
-        self.decoder5 = GroupedMultiAxisHadamardAttention(c[5], c[4], fused_ops=fused_ops)
-        self.decoder4 = GroupedMultiAxisHadamardAttention(c[4], c[3], fused_ops=fused_ops)
-        self.decoder3 = GroupedMultiAxisHadamardAttention(c[3], c[2], fused_ops=fused_ops)
+        self.decoder5 = GroupedMultiAxisHadamardAttention(c[5], c[4])
+        self.decoder4 = GroupedMultiAxisHadamardAttention(c[4], c[3])
+        self.decoder3 = GroupedMultiAxisHadamardAttention(c[3], c[2])
         self.decoder2 = _conv3x3(c[2], c[1])
         self.decoder1 = _conv3x3(c[1], c[0])
         self.decoder_norm1, self.decoder_norm2, self.decoder_norm3, self.decoder_norm4, self.decoder_norm5 = (
-            GroupNorm(4, c[i], fused=fused_ops) for i in range(5)
+            nn.GroupNorm(4, c[i]) for i in range(5)
         )
         self.final_conv = nn.Conv2d(c[0], out_channels, 1)
+        # modules rather than F.max_pool2d / F.interpolate calls, so that egeunet_monai.accel can swap them
+        self.pool = nn.MaxPool2d(2, 2)
+        self.resize = BilinearResize()
         self.apply(self._init_weights)
 
     @staticmethod
@@ -136,34 +135,16 @@ class EGEUNet(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def _up(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
-        if self.fused_ops and not torch.jit.is_scripting():
-            return self._fused_up(x, size)
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_ops and not torch.jit.is_scripting():
-            return self._fused_pool(x)
-        return F.max_pool2d(x, 2, 2)
-
-    @torch.jit.unused
-    def _fused_up(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
-        return ops.upsample_bilinear(x, size)
-
-    @torch.jit.unused
-    def _fused_pool(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.max_pool2x2(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         height, width = check_input_shape(x, self.in_channels, self.size_divisor)
         full = [height, width]
 
         # encoder: conv -> GroupNorm -> 2x max-pool -> GELU, keeping each level's output as a skip
-        t1 = F.gelu(self._pool(self.encoder_norm1(self.encoder1(x))))
-        t2 = F.gelu(self._pool(self.encoder_norm2(self.encoder2(t1))))
-        t3 = F.gelu(self._pool(self.encoder_norm3(self.encoder3(t2))))
-        t4 = F.gelu(self._pool(self.encoder_norm4(self.encoder4(t3))))
-        t5 = F.gelu(self._pool(self.encoder_norm5(self.encoder5(t4))))
+        t1 = F.gelu(self.pool(self.encoder_norm1(self.encoder1(x))))
+        t2 = F.gelu(self.pool(self.encoder_norm2(self.encoder2(t1))))
+        t3 = F.gelu(self.pool(self.encoder_norm3(self.encoder3(t2))))
+        t4 = F.gelu(self.pool(self.encoder_norm4(self.encoder4(t3))))
+        t5 = F.gelu(self.pool(self.encoder_norm5(self.encoder5(t4))))
         t6 = F.gelu(self.encoder6(t5))
 
         # decoder: at each level a side head predicts the mask, the bridge fuses the deeper bridge output,
@@ -173,29 +154,29 @@ class EGEUNet(nn.Module):
         t5 = self.bridge5(t6, t5, side5)
         out5 = out5 + t5
 
-        out4 = F.gelu(self._up(self.decoder_norm4(self.decoder4(out5)), list(t4.shape[2:])))
+        out4 = F.gelu(self.resize(self.decoder_norm4(self.decoder4(out5)), list(t4.shape[2:])))
         side4 = self.side_head4(out4)
         t4 = self.bridge4(t5, t4, side4)
         out4 = out4 + t4
 
-        out3 = F.gelu(self._up(self.decoder_norm3(self.decoder3(out4)), list(t3.shape[2:])))
+        out3 = F.gelu(self.resize(self.decoder_norm3(self.decoder3(out4)), list(t3.shape[2:])))
         side3 = self.side_head3(out3)
         t3 = self.bridge3(t4, t3, side3)
         out3 = out3 + t3
 
-        out2 = F.gelu(self._up(self.decoder_norm2(self.decoder2(out3)), list(t2.shape[2:])))
+        out2 = F.gelu(self.resize(self.decoder_norm2(self.decoder2(out3)), list(t2.shape[2:])))
         side2 = self.side_head2(out2)
         t2 = self.bridge2(t3, t2, side2)
         out2 = out2 + t2
 
-        out1 = F.gelu(self._up(self.decoder_norm1(self.decoder1(out2)), list(t1.shape[2:])))
+        out1 = F.gelu(self.resize(self.decoder_norm1(self.decoder1(out2)), list(t1.shape[2:])))
         side1 = self.side_head1(out1)
         t1 = self.bridge1(t2, t1, side1)
         out1 = out1 + t1
 
-        main = self._up(self.final_conv(out1), full)
+        main = self.resize(self.final_conv(out1), full)
         if self.training and self.deep_supervision:
-            return [main] + [self._up(s, full) for s in (side1, side2, side3, side4, side5)]
+            return [main] + [self.resize(s, full) for s in (side1, side2, side3, side4, side5)]
         return main
 
 

@@ -1,6 +1,7 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""The C++ DiceCE kernel behind EGEUNetLoss on CPU: MONAI's DiceCELoss values and gradients, more precise where
-float32 sigmoids lose them, the same result on any number of threads, and MONAI's own loss where it does not apply."""
+"""The C++ DiceCE kernel that ``accelerate(EGEUNetLoss())`` runs on CPU: MONAI's DiceCELoss values and gradients,
+more precise where float32 sigmoids lose them, the same result on any number of threads, and MONAI's own loss where it
+does not apply."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
+from egeunet_monai.accel import accelerate
+from egeunet_monai.accel.loss import DiceCELossKernel, dice_ce_with_logits
 from egeunet_monai.losses import EGEUNetLoss
-from egeunet_monai.losses.dice_ce_kernel import dice_ce_with_logits, kernel_computes
-from egeunet_monai.networks.blocks import cpu_kernels
 from tests.conftest import require_cpu_kernels
 
 # Float32 losses (the kernel's and MONAI's operators) against MONAI's DiceCELoss in float64 on the inputs below:
@@ -19,10 +20,10 @@ from tests.conftest import require_cpu_kernels
 FLOAT32_LOSS_RTOL = 5e-7
 FLOAT32_GRAD_TOL = 1e-6
 
+
 @pytest.fixture(autouse=True)
 def kernels():
-    with cpu_kernels.enabled(True):
-        yield require_cpu_kernels()
+    return require_cpu_kernels()
 
 
 def _inputs(dtype, shape=(3, 1, 37, 45), scale=4.0, soft=False, seed=0):
@@ -101,10 +102,10 @@ def _six_output_loss_in_float64(logits: list[torch.Tensor], target: torch.Tensor
 def test_egeunet_loss_runs_the_kernel_and_equals_monai():
     logits = [_inputs(torch.float32, seed=k)[0] for k in range(6)]
     target = _inputs(torch.float32)[1]
-    fused, plain = EGEUNetLoss(), EGEUNetLoss(fused_ops=False)
-    assert all(kernel_computes(x, target) for x in logits)
+    kernel, plain = accelerate(EGEUNetLoss()), EGEUNetLoss()
+    assert type(kernel.loss) is DiceCELossKernel and type(plain.loss) is DiceCELoss
     expected, grads_expected = _six_output_loss_in_float64(logits, target)
-    for loss in (fused, plain):  # the kernel, and MONAI's operators, as close to the float64 loss
+    for loss in (kernel, plain):  # the kernel, and MONAI's operators, as close to the float64 loss
         got = loss(logits, target)
         assert abs(got.item() - expected.item()) <= FLOAT32_LOSS_RTOL * expected.item()
         for g, e in zip(torch.autograd.grad(got, logits), grads_expected):
@@ -114,14 +115,26 @@ def test_egeunet_loss_runs_the_kernel_and_equals_monai():
         assert abs(loss(logits[0], target).item() - single.item()) <= FLOAT32_LOSS_RTOL * single.item()
 
 
-def test_where_the_kernel_does_not_apply_monai_computes():
+def test_where_the_kernel_does_not_apply_monai_computes(monkeypatch):
     logits, target = _inputs(torch.float32)
-    assert not kernel_computes(logits.detach().repeat(1, 3, 1, 1), target)  # softmax over channels: MONAI's
-    assert not kernel_computes(logits, target[:, :, :-1])  # a target MONAI's DeepSupervisionLoss would resize
-    assert not kernel_computes(logits, target.clone().requires_grad_())
-    with cpu_kernels.enabled(False):
-        assert not kernel_computes(logits, target)
-        torch.testing.assert_close(EGEUNetLoss()(logits, target), DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)(logits, target))
+    loss = accelerate(DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0))
+    assert type(loss) is DiceCELossKernel
+
+    def kernel_called(*_):
+        raise AssertionError("the kernel ran")
+
+    monkeypatch.setattr("egeunet_monai.accel.loss.dice_ce_with_logits", kernel_called)
+    reference = DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
+    for x, y in (
+        (logits.detach().repeat(1, 3, 1, 1), target.repeat(1, 3, 1, 1)),  # more channels
+        (logits.double(), target.double().requires_grad_()),  # a target that needs a gradient
+        (logits.bfloat16(), target.bfloat16()),  # a dtype the kernel does not compute
+    ):
+        torch.testing.assert_close(loss(x, y), reference(x, y))
+    # settings the kernel does not reproduce: accelerate leaves MONAI's loss as it is
+    for other in (DiceCELoss(softmax=True), DiceCELoss(sigmoid=True, squared_pred=True), DiceCELoss(sigmoid=True, batch=True)):
+        assert type(accelerate(other)) is DiceCELoss
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="dice_ce_with_logits: needs N x 1 x H x W"):
         dice_ce_with_logits(logits, target[:, :, :-1])
     with pytest.raises(RuntimeError, match="dice_bce_sums: targets of shape"):

@@ -1,10 +1,12 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""MONAI's ``DiceCELoss(sigmoid=True)`` on one channel of logits, computed by the C++ CPU kernels in two passes.
+"""MONAI's ``DiceCELoss(sigmoid=True)`` on one channel of logits, computed by the C++ CPU kernels in two passes:
+:class:`DiceCELossKernel`, which :func:`egeunet_monai.accel.accelerate` swaps in for the ``DiceCELoss`` inside
+:class:`~egeunet_monai.losses.EGEUNetLoss`.
 
 The loss of a training step is six DiceCE terms at full resolution (the main output and five upsampled side heads):
 through MONAI's operators (sigmoid, products, sums, ``log_sigmoid``, their backwards) it took about a sixth of a
 CPU training step. The kernels (``dice_bce_sums``/``dice_bce_backward`` in
-``egeunet_monai/networks/blocks/csrc/loss_cpu.cpp``) make one pass forward and one backward per output, 2.7x
+``egeunet_monai/accel/csrc/loss_cpu.cpp``) make one pass forward and one backward per output, 2.7x
 faster on the six outputs (docs/benchmarks.md); the value equals MONAI's up to float rounding (per-plane sums are
 added in float64), and the gradient of a confident pixel, which MONAI's float32 operators round to 0, keeps its
 precision.
@@ -14,21 +16,22 @@ from __future__ import annotations
 
 import torch
 
-from egeunet_monai.networks.blocks import cpu_kernels
+from monai.losses import DiceCELoss
 
-__all__ = ["dice_ce_with_logits", "kernel_computes"]
+from egeunet_monai.accel.kernels import can_run
+
+__all__ = ["DiceCELossKernel", "dice_ce_with_logits"]
 
 
-def kernel_computes(logits: torch.Tensor, target: torch.Tensor) -> bool:
-    """Whether :func:`dice_ce_with_logits` applies: one channel of CPU logits, a target of the same shape that needs
-    no gradient, the kernels loaded."""
+def _kernel_applies(logits: torch.Tensor, target: torch.Tensor) -> bool:
+    """One channel of N x 1 x H x W CPU logits, a float target of the same shape that needs no gradient."""
     return (
         logits.dim() == 4
         and logits.shape[1] == 1
         and target.shape == logits.shape
         and target.is_floating_point()
         and not target.requires_grad
-        and cpu_kernels.runs_for(logits)
+        and can_run(logits)
     )
 
 
@@ -65,10 +68,46 @@ def dice_ce_with_logits(
     lambda_ce: float = 1.0,
 ) -> torch.Tensor:
     """``DiceCELoss(sigmoid=True, smooth_nr=..., smooth_dr=..., lambda_dice=..., lambda_ce=...)(logits, target)``
-    for N x 1 x H x W logits (per-sample Dice, mean reduction), where :func:`kernel_computes` says so."""
-    if not kernel_computes(logits, target):
+    for N x 1 x H x W float CPU logits and a float target of the same shape (per-sample Dice, mean reduction)."""
+    if not _kernel_applies(logits, target):
         raise ValueError(
             f"dice_ce_with_logits: needs N x 1 x H x W float CPU logits and a target of the same shape with the C++ "
             f"kernels loaded, got {tuple(logits.shape)} {logits.dtype} on {logits.device} and {tuple(target.shape)}"
         )
     return _DiceCEWithLogits.apply(logits, target, smooth_nr, smooth_dr, lambda_dice, lambda_ce)
+
+
+class DiceCELossKernel(DiceCELoss):
+    """``DiceCELoss`` whose value and gradient come from :func:`dice_ce_with_logits` where it computes the same thing
+    (sigmoid Dice + binary cross-entropy, per-sample Dice, mean reduction, one channel of CPU logits); the parent's
+    forward everywhere else."""
+
+    @staticmethod
+    def replaces(module: torch.nn.Module) -> bool:
+        """Whether ``module`` is a ``DiceCELoss`` the kernel reproduces: sigmoid, no other activation, no one-hot,
+        no class weights, plain (not squared, not Jaccard) per-sample Dice, mean reduction."""
+        if type(module) is not DiceCELoss:
+            return False
+        dice = module.dice
+        return (
+            dice.sigmoid
+            and not dice.softmax
+            and dice.other_act is None
+            and not dice.to_onehot_y
+            and dice.include_background
+            and not dice.squared_pred
+            and not dice.jaccard
+            and not dice.batch
+            and dice.reduction == "mean"
+            and getattr(dice, "class_weight", None) is None
+            and getattr(dice, "ignore_index", None) is None
+            and module.binary_cross_entropy.pos_weight is None
+            and module.binary_cross_entropy.reduction == "mean"
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if _kernel_applies(input, target):
+            return dice_ce_with_logits(
+                input, target, self.dice.smooth_nr, self.dice.smooth_dr, self.lambda_dice, self.lambda_ce
+            )
+        return super().forward(input, target)

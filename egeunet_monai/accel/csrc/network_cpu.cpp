@@ -1,15 +1,14 @@
 // Copyright (c) egeunet-monai contributors. Apache-2.0.
 //
-// CPU kernels for the network operators that dominate an EGE-UNet training step (fused_ops.py calls them;
-// cpu_kernels.py builds this file, loss_cpu.cpp and augment_cpu.cpp on first use with torch.utils.cpp_extension, as
-// MONAI builds its own C++ extensions, and the callers fall back to PyTorch operators when it cannot). Each kernel
+// CPU kernels for the network operators that dominate an EGE-UNet training step (egeunet_monai/accel/network.py
+// calls them; accel/kernels.py builds this file, loss_cpu.cpp and augment_cpu.cpp on first use with
+// torch.utils.cpp_extension, as MONAI builds its own C++ extensions). Each kernel
 // makes one pass over a block that stays in cache, where the PyTorch composition makes a pass over the whole
 // N x C x H x W tensor per operator:
 //
 //   channel_layer_norm_*   LayerNorm over the channel axis of N x C x H x W (the original's formula)
 //   depthwise3x3_*         3x3 depth-wise convolution, zero padding = dilation, any dilation
 //   max_pool2x2_*          2x2/stride-2 max-pooling; the gradient goes where max_pool2d sends it
-//   group_norm_backward    GroupNorm's backward in two passes per group (the forward is PyTorch's native one)
 //
 // Tensors are contiguous N x C x H x W, float32 or float64. Threads: as many as at::get_num_threads() says for the
 // calling thread (built with -fopenmp, PyTorch's own OpenMP runtime).
@@ -391,79 +390,6 @@ at::Tensor max_pool2x2_backward(const at::Tensor& grad_out, const at::Tensor& in
   return grad_x;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// GroupNorm backward, from the forward's per-(sample, group) mean and 1/std (at::native_group_norm's outputs).
-// With a = sum(dy), b = sum(dy * x) per plane, everything else follows per group, and the input gradient is
-// dx = rstd * (w * dy - s1 / M) - (x - mean) * rstd^3 * s2 / M, with s1 = sum_c w a, s2 = sum_c w (b - mean a).
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                                                  const at::Tensor& mean, const at::Tensor& rstd,
-                                                                  const at::Tensor& weight, int64_t groups) {
-  check_nchw(input, "group_norm_backward");
-  const auto x = input.contiguous(), g = grad_out.contiguous().to(x.scalar_type());
-  const int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
-  TORCH_CHECK(groups > 0 && C % groups == 0, "group_norm_backward: ", C, " channels in ", groups, " groups");
-  TORCH_CHECK(mean.numel() == N * groups && rstd.numel() == N * groups, "group_norm_backward: mean/rstd need N x groups");
-  const int64_t D = C / groups;
-  const auto m_ = mean.contiguous().to(x.scalar_type()), r_ = rstd.contiguous().to(x.scalar_type());
-  const auto w = weight.defined() ? weight.contiguous().to(x.scalar_type()) : at::ones({C}, x.options());
-  auto grad_x = at::empty_like(x);
-  auto sums = at::empty({N, C, 2}, x.options().dtype(at::kDouble));  // a and b of each plane
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_backward", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* mp = m_.data_ptr<scalar_t>();
-    const scalar_t* rp = r_.data_ptr<scalar_t>();
-    const scalar_t* wp = w.data_ptr<scalar_t>();
-    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-    double* sp = sums.data_ptr<double>();
-    parallel_chunks(N * groups, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / groups, grp = t % groups;
-        const double mu = mp[t], rs = rp[t], M = static_cast<double>(D * P);
-        double s1 = 0, s2 = 0;
-        for (int64_t k = 0; k < D; ++k) {
-          const int64_t c = grp * D + k, plane = n * C + c;
-          const double a = sum(gp + plane * P, P), b = dot(gp + plane * P, xp + plane * P, P);
-          sp[plane * 2] = a;
-          sp[plane * 2 + 1] = b;
-          s1 += wp[c] * a;
-          s2 += wp[c] * (b - mu * a);
-        }
-        const double shift = rs * rs * rs * s2 / M;  // times (x - mean)
-        for (int64_t k = 0; k < D; ++k) {
-          const int64_t c = grp * D + k, plane = n * C + c;
-          const scalar_t scale_dy = static_cast<scalar_t>(rs * wp[c]);
-          const scalar_t scale_x = static_cast<scalar_t>(-shift);
-          const scalar_t offset = static_cast<scalar_t>(-rs * s1 / M + shift * mu);
-          const scalar_t* gs = gp + plane * P;
-          const scalar_t* xs = xp + plane * P;
-          scalar_t* out = gxp + plane * P;
-          for (int64_t p = 0; p < P; ++p) out[p] = scale_dy * gs[p] + scale_x * xs[p] + offset;
-        }
-      }
-    });
-  });
-  // weight and bias gradients: sum over samples of rstd * (b - mean * a) and of a
-  auto grad_w = at::zeros({C}, x.options().dtype(at::kDouble)), grad_b = at::zeros({C}, x.options().dtype(at::kDouble));
-  {
-    const double* sp = sums.data_ptr<double>();
-    const auto m64 = m_.to(at::kDouble).contiguous(), r64 = r_.to(at::kDouble).contiguous();
-    const double* mp = m64.data_ptr<double>();
-    const double* rp = r64.data_ptr<double>();
-    double* gw = grad_w.data_ptr<double>();
-    double* gb = grad_b.data_ptr<double>();
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t t = n * groups + c / D;
-        const double a = sp[(n * C + c) * 2], b = sp[(n * C + c) * 2 + 1];
-        gw[c] += rp[t] * (b - mp[t] * a);
-        gb[c] += a;
-      }
-  }
-  return {grad_x, grad_w.to(x.scalar_type()), grad_b.to(x.scalar_type())};
-}
-
 }  // namespace
 
 TORCH_LIBRARY(egeunet_cpu, m) {
@@ -478,7 +404,4 @@ TORCH_LIBRARY(egeunet_cpu, m) {
         &depthwise3x3_backward);
   m.def("max_pool2x2_forward(Tensor x) -> (Tensor, Tensor)", &max_pool2x2_forward);
   m.def("max_pool2x2_backward(Tensor grad, Tensor index) -> Tensor", &max_pool2x2_backward);
-  m.def("group_norm_backward(Tensor grad, Tensor x, Tensor mean, Tensor rstd, Tensor weight, int groups)"
-        " -> (Tensor, Tensor, Tensor)",
-        &group_norm_backward);
 }

@@ -1,7 +1,7 @@
 // Copyright (c) egeunet-monai contributors. Apache-2.0.
 //
 // What the C++ CPU kernels share: the thread split of their loops and the check of their N x C x H x W inputs.
-// cpu_kernels.py compiles fused_cpu.cpp, loss_cpu.cpp and augment_cpu.cpp into one library (egeunet_cpu).
+// accel/kernels.py compiles network_cpu.cpp, loss_cpu.cpp and augment_cpu.cpp into one library (egeunet_cpu).
 
 #pragma once
 
@@ -26,7 +26,7 @@ namespace egeunet {
 
 // f(begin, end) over [0, n) in contiguous chunks, one per thread. Not at::parallel_for: its header-inline code keeps
 // its own per-thread "initialised" flag in this library and, on a thread's first call, resets that thread's OpenMP
-// thread count to the process-wide one, undoing SplitBatchIteration's one-thread workers (measured: 1.6x slower).
+// thread count to the process-wide one, undoing the one-thread workers of accel/split.py (measured: 1.6x slower).
 // at::get_num_threads() is PyTorch's exported function and reads the calling thread's count.
 template <typename F>
 inline void parallel_chunks(int64_t n, const F& f) {

@@ -1,22 +1,22 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""RandFlipRotateBatch's C++ kernel (csrc/augment_cpu.cpp) against its PyTorch path (the one a GPU runs)."""
+"""``accelerate(RandFlipRotateBatch())``'s C++ kernel (accel/csrc/augment_cpu.cpp) against the reference PyTorch path
+(the one a GPU runs)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from egeunet_monai.networks.blocks import cpu_kernels
+from egeunet_monai.accel import accelerate
+from egeunet_monai.accel.augment import FlipRotateBatchKernel
 from egeunet_monai.transforms import RandFlipRotateBatch
-
 from tests.conftest import require_cpu_kernels
-from test_batch_augmentation import FLOAT32_UNIT, _batch, rotation_tolerance
+from tests.transforms.test_batch_augmentation import FLOAT32_UNIT, _batch, rotation_tolerance
 
 
 @pytest.fixture(autouse=True)
 def kernels():
-    with cpu_kernels.enabled(True):
-        yield require_cpu_kernels()
+    return require_cpu_kernels()
 
 
 def test_the_kernel_and_the_pytorch_operators_agree():
@@ -27,12 +27,13 @@ def test_the_kernel_and_the_pytorch_operators_agree():
     for size in [(64, 64), (48, 80), (37, 50), (256, 256)]:  # 37 rows: a band of the thread split cut short
         image, label = _batch(12, *size, seed=1)
         for flip_prob, rotate_prob in [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)]:
-            kernel = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
-            with cpu_kernels.enabled(False):
-                pytorch = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
-                exact = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(
-                    image.double(), label.double()
-                )
+            accelerated = accelerate(RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4))
+            assert type(accelerated) is FlipRotateBatchKernel
+            kernel = accelerated(image, label)
+            pytorch = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(image, label)
+            exact = RandFlipRotateBatch(flip_prob=flip_prob, rotate_prob=rotate_prob, seed=4)(
+                image.double(), label.double()
+            )
             if rotate_prob == 0:
                 assert torch.equal(kernel[0], pytorch[0]) and torch.equal(kernel[1], pytorch[1])
             torch.testing.assert_close(kernel[0].double(), exact[0], rtol=0, atol=8 * FLOAT32_UNIT)

@@ -1,4 +1,4 @@
-"""How :mod:`egeunet_monai.networks.blocks.cpu_kernels` builds the C++ CPU kernels on a machine shared by several
+"""How :mod:`egeunet_monai.accel.kernels` builds the C++ CPU kernels on a machine shared by several
 checkouts and processes: a build folder named by what the library is built from, concurrent builds that both end
 with a working library, and a finished build loaded without a word about building."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from egeunet_monai.networks.blocks import cpu_kernels
+from egeunet_monai.accel import kernels
 from tests.conftest import REPO_ROOT, require_cpu_kernels
 
 BUILD_TIMEOUT_S = 900  # two builds at once on a loaded 2-core machine; one alone takes 30-60 s
@@ -27,7 +27,8 @@ from pathlib import Path
 
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)  # every log record shows
 import torch
-from egeunet_monai.networks.blocks import ChannelFirstLayerNorm, cpu_kernels
+from egeunet_monai.accel import kernels
+from egeunet_monai.networks.blocks import ChannelFirstLayerNorm
 
 if len(sys.argv) > 1:
     barrier = Path(sys.argv[1])
@@ -35,7 +36,7 @@ if len(sys.argv) > 1:
     deadline = time.time() + 120
     while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
         time.sleep(0.05)
-assert cpu_kernels.available(), "the kernels did not load"
+assert kernels.load(), "the kernels did not load"
 torch.manual_seed(0)
 norm = ChannelFirstLayerNorm(5).double()
 with torch.no_grad():
@@ -44,13 +45,12 @@ with torch.no_grad():
     x = torch.randn(2, 5, 9, 11, dtype=torch.float64) * 3 + 1
     y = torch.ops.egeunet_cpu.channel_layer_norm_forward(x, norm.weight, norm.bias, norm.eps)[0]
     torch.testing.assert_close(y, norm(x), rtol=0, atol=1e-12)
-print(cpu_kernels.library_path())
+print(kernels.library_path())
 """
 
 
 def _start(extensions_dir: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TORCH_EXTENSIONS_DIR": str(extensions_dir),
-           "EGEUNET_CPU_KERNELS": "1"}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TORCH_EXTENSIONS_DIR": str(extensions_dir)}
     return subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env, cwd=REPO_ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
@@ -68,8 +68,7 @@ def _finish(proc: subprocess.Popen) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def concurrent_build(tmp_path_factory: pytest.TempPathFactory):
     """Two processes started together on an empty ``TORCH_EXTENSIONS_DIR``: their outputs and that folder."""
-    with cpu_kernels.enabled(True):
-        require_cpu_kernels()  # skips where no compiler can build them (fails under CI)
+    require_cpu_kernels()  # skips where no compiler can build them (fails under CI)
     root = tmp_path_factory.mktemp("torch_extensions")
     barrier = tmp_path_factory.mktemp("barrier")
     procs = [_start(root, str(barrier)) for _ in range(2)]
@@ -99,15 +98,15 @@ def test_loading_a_finished_build_says_nothing_about_building(concurrent_build):
 
 
 def _library_path_of_copy(folder: Path, change: tuple[str, str] | None = None) -> Path:
-    """``library_path()`` of a copy of ``cpu_kernels.py`` and ``csrc/`` in ``folder``, with ``change``
+    """``library_path()`` of a copy of ``kernels.py`` and ``csrc/`` in ``folder``, with ``change``
     (a source's name, a line) appended to one source file."""
     folder.mkdir()
-    shutil.copy(cpu_kernels.__file__, folder / "cpu_kernels.py")
-    shutil.copytree(cpu_kernels.CSRC, folder / "csrc")
+    shutil.copy(kernels.__file__, folder / "kernels.py")
+    shutil.copytree(kernels.CSRC, folder / "csrc")
     if change is not None:
         source = folder / "csrc" / change[0]
         source.write_text(source.read_text() + change[1])
-    spec = importlib.util.spec_from_file_location(f"copied_cpu_kernels_{folder.name}", folder / "cpu_kernels.py")
+    spec = importlib.util.spec_from_file_location(f"copied_cpu_kernels_{folder.name}", folder / "kernels.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.library_path()
@@ -115,9 +114,9 @@ def _library_path_of_copy(folder: Path, change: tuple[str, str] | None = None) -
 
 def test_the_build_folder_follows_the_sources_not_the_checkout(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
-    this = cpu_kernels.library_path()
+    this = kernels.library_path()
     assert this.parent.parent == tmp_path / "torch_extensions"
     assert _library_path_of_copy(tmp_path / "same") == this  # another checkout of the same sources shares it
-    for name in ("fused_cpu.cpp", "common.h"):  # a comment in a source or in a header
+    for name in ("network_cpu.cpp", "common.h"):  # a comment in a source or in a header
         changed = _library_path_of_copy(tmp_path / name.replace(".", "_"), (name, "// one more comment\n"))
         assert changed.parent != this.parent and changed.parent.parent == this.parent.parent

@@ -1,7 +1,7 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""SplitBatchIteration: a SupervisedTrainer iteration that runs each part of the batch on its own thread must give
-the whole batch's loss and gradients, deterministically, and hand back to the trainer's own iteration where a
-split would not apply."""
+"""SplitBatchIteration (``egeunet_monai/accel/split.py``): a SupervisedTrainer iteration that runs each part of the
+batch on its own thread must give the whole batch's loss and gradients, deterministically, and leave the trainer's own
+iteration where a split would not apply."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import copy
 import pytest
 import torch
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.engines.utils import IterationEvents
 
-from egeunet_monai.engines import SplitBatchIteration
+from egeunet_monai.accel import accelerate
+from egeunet_monai.accel.split import SplitBatchIteration, split_batch_iteration
 from egeunet_monai.losses import EGEUNetLoss
 from egeunet_monai.networks.nets import EGEUNet
 
@@ -53,7 +54,7 @@ def _trainer(net: torch.nn.Module, batches, iteration_update=None, lr: float = 1
 
 def _network() -> EGEUNet:
     torch.manual_seed(0)
-    return EGEUNet(fused_ops=True)
+    return accelerate(EGEUNet())  # as configs/train.json: the kernels too (the reference network where none builds)
 
 
 # The float32 whole-batch and split steps against the same step with the network in float64 (MONAI's
@@ -124,28 +125,40 @@ def test_workers_compute_with_their_share_of_the_intra_op_threads():
     assert copy.deepcopy(iteration)._pool is None  # a copy starts its own pool
 
 
-def test_default_workers_follow_the_intra_op_threads():
-    assert SplitBatchIteration().workers == 2
+def test_kernels_keep_a_workers_intra_op_count():
+    """A kernel must not reset a worker's one thread (a build through at::parallel_for with OpenMP did, on each
+    thread's first call: the split step ran 1.6x slower)."""
+    net = _network()
+    iteration = SplitBatchIteration(workers=2)
+
+    def work() -> int:
+        net(torch.rand(2, 3, 64, 64) * 255)[0].sum().backward()
+        return torch.get_num_threads()
+
+    assert list(iteration._thread_pool().map(lambda _: work(), range(2))) == [1, 1]
+    assert torch.get_num_threads() == 2
+
+
+def test_it_applies_on_a_cpu_with_two_threads_and_nothing_that_needs_the_trainers_own_iteration():
+    net, cpu = _network(), torch.device("cpu")
+    iteration = split_batch_iteration(True, net, cpu, amp=False, compile=False)
+    assert isinstance(iteration, SplitBatchIteration) and (iteration.workers, iteration.intra_op_threads) == (2, 1)
+    assert split_batch_iteration("false", net, cpu, amp=False, compile=False) is None  # --accelerate false
+    assert split_batch_iteration(True, net, "cuda:0", amp=False, compile=False) is None
+    assert split_batch_iteration(True, net, cpu, amp=True, compile=False) is None
+    assert split_batch_iteration(True, net, cpu, amp=False, compile=True) is None
     torch.set_num_threads(1)
-    assert SplitBatchIteration().workers == 1
+    assert split_batch_iteration(True, net, cpu, amp=False, compile=False) is None  # --intra_op_threads 1
+    torch.set_num_threads(4)
+    assert split_batch_iteration(True, net, cpu, amp=False, compile=False).intra_op_threads == 2
 
 
-@pytest.mark.parametrize("case", ["one worker", "batch of one"])
-def test_falls_back_to_the_trainers_own_iteration(case):
-    batches = _batches(1, batch=1 if case == "batch of one" else 4)
-    workers = 1 if case == "one worker" else 2
+def test_a_batch_of_one_runs_on_the_calling_thread_as_the_trainers_own_iteration():
+    batches = _batches(1, batch=1)
     plain_net, net = _network(), _network()
     _trainer(plain_net, batches).run()
-    iteration = SplitBatchIteration(workers=workers)
-    prepared = []
-
-    def counting_prepare_batch(*args, **kwargs):
-        prepared.append(1)
-        return default_prepare_batch(*args, **kwargs)
-
-    _trainer(net, batches, iteration, prepare_batch=counting_prepare_batch).run()
+    iteration = SplitBatchIteration(workers=2)
+    _trainer(net, batches, iteration).run()
     assert iteration._pool is None  # no thread was started
-    if case == "one worker":  # decided before preparing: the batch is moved to the device once, not twice
-        assert len(prepared) == 1
     for (name, a), b in zip(plain_net.state_dict().items(), net.state_dict().values()):
-        assert torch.equal(a, b), name  # bit for bit: the very same code ran
+        assert torch.equal(a, b), name  # the same operations on the same thread: bit for bit

@@ -3,16 +3,15 @@
 
 Three sources, one library (``torch.ops.egeunet_cpu``):
 
-- ``fused_cpu.cpp``, the network's operators under :mod:`fused_ops`: channel LayerNorm, 3x3 depth-wise convolution
-  at any dilation, 2x2 max-pooling (forward and backward), GroupNorm's backward. One or two passes over cache-sized
-  blocks where the PyTorch compositions make one pass over the whole tensor per operator: 1.8-7x faster each on one
-  thread of a 2-core EPYC, GroupNorm 0.97-1.2x, no clear gain (docs/benchmarks.md). PyTorch has no fused CPU kernel
-  for a LayerNorm over the channel axis of N x C x H x W or for dilated depth-wise convolutions (oneDNN runs those on
-  a slow reference path).
-- ``loss_cpu.cpp``, the training loss (:mod:`egeunet_monai.losses.dice_ce_kernel`): Dice + binary cross-entropy on
-  logits in one pass forward and one backward per output, 2.7-2.8x MONAI's operators on the six outputs.
-- ``augment_cpu.cpp``, the trainer's batch augmentation (:class:`~egeunet_monai.transforms.RandFlipRotateBatch`):
-  flips and rotation of images and masks in one pass, about 3x the PyTorch operators.
+- ``network_cpu.cpp``, the network's operators (:mod:`egeunet_monai.accel.network`): channel LayerNorm, 3x3
+  depth-wise convolution at any dilation, 2x2 max-pooling, forward and backward. One or two passes over cache-sized
+  blocks where the PyTorch operators make one pass over the whole tensor per operator. PyTorch has no CPU kernel for
+  a LayerNorm over the channel axis of N x C x H x W, and oneDNN runs dilated depth-wise convolutions on a slow
+  reference path.
+- ``loss_cpu.cpp``, the training loss (:mod:`egeunet_monai.accel.loss`): Dice + binary cross-entropy on logits in
+  one pass forward and one backward per output.
+- ``augment_cpu.cpp``, the trainer's batch augmentation (:mod:`egeunet_monai.accel.augment`): flips and rotation
+  of images and masks in one pass.
 
 As MONAI does for its own C++ extensions (``monai._extensions``), the sources ship with the package and
 ``torch.utils.cpp_extension`` compiles them once (about 30-60 s) into ``TORCH_EXTENSIONS_DIR`` (by default
@@ -20,8 +19,8 @@ As MONAI does for its own C++ extensions (``monai._extensions``), the sources sh
 (:func:`library_path`): the sources' contents, the compile flags, the torch version and build, the CPU's vector
 instructions and the Python ABI. Checkouts with the same sources share one build; changed sources get their own.
 Each build runs in a temporary folder of its own and the finished library is renamed into place, so processes
-building or loading at once never see a half-written file. Without a C++ compiler or ninja, or with
-``EGEUNET_CPU_KERNELS=0``, each caller runs its PyTorch (or MONAI) operators instead (one warning says why).
+building or loading at once never see a half-written file. Without a C++ compiler or ninja, :func:`load` warns once
+and returns False, and :func:`egeunet_monai.accel.accelerate` leaves everything as it is.
 """
 
 from __future__ import annotations
@@ -35,21 +34,19 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["available", "enabled", "library_path", "runs_for", "set_enabled"]
+__all__ = ["can_run", "library_path", "load"]
 
 CSRC = Path(__file__).parent / "csrc"
 # the network's operators, the training loss, the training augmentation: one library, torch.ops.egeunet_cpu
-SOURCES = [CSRC / "fused_cpu.cpp", CSRC / "loss_cpu.cpp", CSRC / "augment_cpu.cpp"]
+SOURCES = [CSRC / "network_cpu.cpp", CSRC / "loss_cpu.cpp", CSRC / "augment_cpu.cpp"]
 # a build takes about a minute: a temporary build folder older than this belongs to an interrupted build
 STALE_BUILD_S = 3600
 _lock = threading.Lock()
-_state: dict[str, object] = {"loaded": None, "enabled": os.environ.get("EGEUNET_CPU_KERNELS", "1").lower() not in ("0", "false", "no", "off")}
+_state: dict[str, bool | None] = {"loaded": None}
 logger = logging.getLogger(__name__)
 
 
@@ -115,14 +112,12 @@ def _build(target: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def available() -> bool:
-    """Whether the kernels are enabled and loaded into ``torch.ops.egeunet_cpu``, compiling them the first time;
-    False if disabled or impossible."""
-    if not _state["enabled"]:
-        return False
+def load() -> bool:
+    """Whether the kernels are loaded into ``torch.ops.egeunet_cpu``, compiling them the first time; False (with one
+    warning saying why) where they cannot be built."""
     if _state["loaded"] is not None:
         return bool(_state["loaded"])
-    with _lock:  # two SplitBatchIteration threads may get here at once
+    with _lock:
         if _state["loaded"] is None:
             try:
                 target = library_path()
@@ -131,10 +126,10 @@ def available() -> bool:
                 else:
                     _build(target)
                 _state["loaded"] = True
-            except Exception as e:  # no compiler, no ninja, read-only cache: the PyTorch compositions still work
+            except Exception as e:  # no compiler, no ninja, read-only cache: the PyTorch operators still work
                 warnings.warn(
-                    f"egeunet_monai: could not build the C++ CPU kernels ({type(e).__name__}: {str(e)[:300]}); "
-                    "using the slower PyTorch operators. Set EGEUNET_CPU_KERNELS=0 to skip the attempt.",
+                    f"egeunet_monai.accel: could not build the C++ CPU kernels ({type(e).__name__}: {str(e)[:300]}); "
+                    "training runs the PyTorch operators (slower).",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -142,23 +137,14 @@ def available() -> bool:
     return bool(_state["loaded"])
 
 
-def runs_for(x: torch.Tensor) -> bool:
-    """Whether the kernels compute for ``x``: a float32/float64 CPU tensor, the kernels enabled and loaded."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and available()
-
-
-def set_enabled(enabled: bool) -> bool:
-    """Turn the kernels on or off for this process (tests compare both paths); returns the previous setting."""
-    previous = bool(_state["enabled"])
-    _state["enabled"] = bool(enabled)
-    return previous
-
-
-@contextmanager
-def enabled(flag: bool) -> Iterator[None]:
-    """The kernels on (``True``) or off inside the ``with`` block, the previous setting restored after it."""
-    previous = set_enabled(flag)
-    try:
-        yield
-    finally:
-        set_enabled(previous)
+def can_run(x: torch.Tensor) -> bool:
+    """Whether the kernels compute for ``x``: a float32/float64 CPU tensor in eager mode (not traced, scripted or under
+    CPU autocast, whose per-operator casts would not reach inside a hand-written backward), the kernels loaded."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.is_autocast_enabled("cpu")
+        and load()
+    )
