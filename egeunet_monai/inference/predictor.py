@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from egeunet_monai.inference.runtime import ONNX_INSTALL_HINT
+
 __all__ = [
     "ONNX_INSTALL_HINT",
     "LesionPredictor",
@@ -23,7 +25,6 @@ __all__ = [
     "load_photo",
 ]
 
-ONNX_INSTALL_HINT = "pip install egeunet-monai[onnx]"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
 
 
@@ -95,6 +96,17 @@ def load_photo(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _user_error_in(err: BaseException) -> BaseException | None:
+    """The first ``ImportError``, ``FileNotFoundError`` or ``ValueError`` among ``err`` and its causes, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ImportError, FileNotFoundError, ValueError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _input_error_in(err: BaseException) -> BaseException | None:
     """The ``DermoscopyInputError`` among the causes of ``err``, if any."""
     from egeunet_monai.data import DermoscopyInputError
@@ -108,27 +120,6 @@ def _input_error_in(err: BaseException) -> BaseException | None:
     return None
 
 
-class _OnnxNetwork:
-    """An ONNX Runtime session that takes and returns torch tensors like the network it was exported from."""
-
-    def __init__(self, path: str) -> None:
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise ImportError(
-                f"{path}: ONNX weights need onnxruntime, which is not installed: `{ONNX_INSTALL_HINT}`"
-            ) from err
-        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
-        return torch.as_tensor(out, device=x.device)
-
-    def eval(self) -> _OnnxNetwork:
-        return self
-
-
 class LesionPredictor:
     """Segment one dermoscopy image at a time with the MONAI bundle's ``configs/inference.json``.
 
@@ -138,11 +129,10 @@ class LesionPredictor:
     ``python -m monai.bundle run --config_file configs/inference.json``; only the batching over a datalist is
     replaced by one call per image, so that a bad file fails alone.
 
-    Weights: a ``.pt``/``.pth`` checkpoint is loaded into the config's ``network`` by the config's own
-    ``CheckpointLoader`` handler; ``.ts`` is a TorchScript module (``torch.jit.load``, as written by the bundle's
-    ``ckpt_export``); ``.onnx`` runs with ONNX Runtime (the ``onnx`` extra). ``None`` uses the config's
-    ``ckpt_path`` (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released weights),
-    printed with the reason.
+    Weights: the config's ``network`` is :func:`~egeunet_monai.inference.runtime.load_runtime` of the weights file
+    (``.pt``/``.pth``/``.ts``/``.onnx``): ONNX Runtime by default, exported once per weights file, or the runtime
+    that ``runtime`` (the config's ``runtime`` id) asks for. ``None`` uses the config's ``ckpt_path``
+    (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released weights).
 
     With ``tta`` (the config's ``tta`` id) the config's inferer is :class:`~egeunet_monai.inference.tta.
     DihedralTTAInferer`: the eight dihedral views are averaged, and :attr:`LesionStats.uncertainty` is their
@@ -162,6 +152,8 @@ class LesionPredictor:
         device: ``"cpu"``, ``"cuda:0"``...; default the config's (CUDA when available).
         tta: test-time augmentation over the eight dihedral views (8 forward passes per image); ``None`` keeps the
             config's ``tta`` (false in the bundle's).
+        runtime: ``"auto"``, ``"onnxruntime"``, ``"torchscript"`` or ``"eager"``; ``None`` keeps the config's
+            ``runtime`` (``"auto"``).
         overrides: further config ids to override, e.g. ``{"threshold": 0.4}``.
     """
 
@@ -174,6 +166,7 @@ class LesionPredictor:
         save_probabilities: bool = False,
         device: str | None = None,
         tta: bool | None = None,
+        runtime: str | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> None:
         from monai.bundle import ConfigParser
@@ -205,6 +198,8 @@ class LesionPredictor:
             parser["device"] = f"$torch.device('{device}')"
         if tta is not None:
             parser["tta"] = bool(tta)
+        if runtime is not None:
+            parser["runtime"] = runtime
         for key, value in (overrides or {}).items():
             parser[key] = value
         suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
@@ -222,25 +217,18 @@ class LesionPredictor:
         #: whether predictions average the eight dihedral views (and report their uncertainty)
         self.tta = isinstance(self.inferer, DihedralTTAInferer)
         self.postprocessing = parser.get_parsed_content("postprocessing")
-        self.weights = str(parser.get_parsed_content("ckpt_path")) if suffix in (".pt", ".pth") else os.fspath(weights)
-        self.network = self._load_network(parser, suffix)
+        self.weights = os.fspath(parser.get_parsed_content("ckpt_path"))
+        try:
+            #: the config's network: an :class:`~egeunet_monai.inference.runtime.InferenceRuntime`
+            self.network = parser.get_parsed_content("network")
+        except Exception as err:
+            # MONAI wraps an expression's error in its own RuntimeError: surface the runtime's message, which names
+            # the file and what to install
+            cause = _user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from err
         self._lock = threading.Lock()
-
-    def _load_network(self, parser, suffix: str):
-        if suffix == ".ts":
-            return torch.jit.load(self.weights, map_location=self.device).eval()
-        if suffix == ".onnx":
-            return _OnnxNetwork(self.weights)
-        from ignite.engine import Engine
-        from monai.handlers import CheckpointLoader
-
-        network = parser.get_parsed_content("network")
-        loaders = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
-        if not loaders:
-            raise ValueError("the inference config has no CheckpointLoader handler to load the weights with.")
-        # the handler only reads the engine's epoch counters: an idle engine stands in for the evaluator
-        loaders[0](Engine(lambda engine, batch: None))
-        return network.eval()
 
     def predict(self, path: str | os.PathLike) -> Prediction:
         """Segment one image file; the bundle's postprocessing also writes ``<stem>_mask.png`` to ``output_dir``.
@@ -304,6 +292,11 @@ class LesionPredictor:
             flags=tuple(quality_flags(thresholded, uncertainty)),
         )
         return Prediction(mask, prob, stats)
+
+    def predict_one(self, path: str | os.PathLike) -> Prediction:
+        """:meth:`predict`; the name :class:`~egeunet_monai.inference.batch.BatchPredictor` shares, so that the
+        viewer takes either."""
+        return self.predict(path)
 
     def mask_path(self, path: str | os.PathLike) -> Path:
         """Where :meth:`predict` wrote the mask of ``path`` (the bundle's ``SaveImaged`` naming)."""
