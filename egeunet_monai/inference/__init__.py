@@ -7,12 +7,23 @@ from egeunet_monai.inference.predictor import (
     LesionStats,
     Prediction,
     default_bundle_root,
+    inference_config,
     load_photo,
+    open_predictor,
 )
 from egeunet_monai.inference.batch import BatchPredictor, ImageResult, predict_folder, prepare_image, restore_mask
 from egeunet_monai.inference.runtime import RUNTIMES, InferenceRuntime, load_runtime, onnx_cache_dir
 
-__all__ = ["ONNX_INSTALL_HINT", "LesionPredictor", "LesionStats", "Prediction", "default_bundle_root", "load_photo"]
+__all__ = [
+    "ONNX_INSTALL_HINT",
+    "LesionPredictor",
+    "LesionStats",
+    "Prediction",
+    "default_bundle_root",
+    "inference_config",
+    "load_photo",
+    "open_predictor",
+]
 from egeunet_monai.inference.quality import QUALITY_FLAGS, QualityThresholds, format_flags, quality_flags
 from egeunet_monai.inference.tta import (
     DIHEDRAL_VIEWS,

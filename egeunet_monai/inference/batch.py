@@ -133,6 +133,8 @@ class ImageResult:
         width: image width in pixels.
         area_px: lesion pixels in the mask.
         mean_confidence: mean probability over the lesion pixels; NaN when the mask is empty.
+        flags: the quality flags of the thresholded mask (:func:`~egeunet_monai.inference.quality.quality_flags`,
+            before the clean-up of holes and pieces, as :class:`~egeunet_monai.inference.LesionPredictor` reports).
         error: why the image was skipped (the reader's message, which names the file), else ``None``.
     """
 
@@ -144,7 +146,16 @@ class ImageResult:
     width: int = 0
     area_px: int = 0
     mean_confidence: float = math.nan
+    flags: tuple[str, ...] = ()
     error: str | None = None
+
+    @property
+    def stats(self):
+        """The :class:`~egeunet_monai.inference.LesionStats` of this image (what the CSV and the viewer show)."""
+        from egeunet_monai.inference.predictor import LesionStats
+
+        return LesionStats(self.width, self.height, self.area_px, self.area_px / float(self.width * self.height),
+                           self.mean_confidence, flags=self.flags)
 
 
 class BatchPredictor:
@@ -161,6 +172,10 @@ class BatchPredictor:
         image_size: (height, width) the network runs at.
         save_probabilities: also write ``<stem>_prob.png`` (probability x 255, as the bundle's ``SaveImaged``).
         save_overlays: also write ``<stem>_overlay.png``: the mask's outline on the photograph.
+        fill_holes: fill the mask's holes (MONAI's ``FillHoles``), as ``configs/inference.json``'s ``fill_holes``.
+        largest_component: keep the largest piece only (MONAI's ``KeepLargestConnectedComponent``; needs
+            scikit-image), as the config's ``largest_component``.
+        device: where the network's input goes (the runtime's device: ``"cpu"`` for ONNX Runtime).
     """
 
     def __init__(
@@ -173,6 +188,9 @@ class BatchPredictor:
         image_size: Sequence[int] = (256, 256),
         save_probabilities: bool = False,
         save_overlays: bool = False,
+        fill_holes: bool = True,
+        largest_component: bool = False,
+        device: str | torch.device = "cpu",
     ) -> None:
         from egeunet_monai.data import DermoscopyImageReader
 
@@ -186,31 +204,60 @@ class BatchPredictor:
         self.image_size = tuple(int(s) for s in image_size)
         self.save_probabilities = bool(save_probabilities)
         self.save_overlays = bool(save_overlays)
+        self.fill_holes = bool(fill_holes)
+        self.largest_component = bool(largest_component)
+        self.device = torch.device(device)
+        self.tta = False  # no test-time augmentation: that is LesionPredictor's (see open_predictor)
+        #: the weights file the runtime was made from (the viewer shows it)
+        self.weights = getattr(runtime, "weights", None)
         # rows first (H x W), as the arrays are written; the reader's checks name the file that fails them
         self.reader = DermoscopyImageReader(kind="image", reverse_indexing=False)
+
+    def _read(self, path: Path):
+        """``(network input, (height, width), photograph or None)``; raises ``DermoscopyInputError``."""
+        array, _ = self.reader.get_data(self.reader.read(str(path)))
+        photo = np.asarray(array) if self.save_overlays else None  # kept only to draw on
+        return prepare_image(np.asarray(array), self.image_size), array.shape[:2], photo
 
     def _load(self, path: Path):
         from egeunet_monai.data import DermoscopyInputError
 
         try:
-            array, _ = self.reader.get_data(self.reader.read(str(path)))
+            return self._read(path)
         except DermoscopyInputError as err:
             return ImageResult(path, error=str(err))
-        photo = np.asarray(array) if self.save_overlays else None  # kept only to draw on
-        return prepare_image(np.asarray(array), self.image_size), array.shape[:2], photo
+        except Exception as err:  # one file's failure, whatever it is, must not stop the others
+            return ImageResult(path, error=f"{path}: {type(err).__name__}: {err}")
 
-    def _write(self, path: Path, logits: torch.Tensor, height: int, width: int, photo) -> ImageResult:
+    def _clean(self, mask: np.ndarray) -> np.ndarray:
+        """The config's clean-up after the threshold, with the same MONAI transforms (on the 0/1 mask, 1 x H x W)."""
+        if not (self.largest_component or self.fill_holes):
+            return mask
+        from monai.transforms import FillHoles, KeepLargestConnectedComponent
+
+        x = torch.from_numpy((mask > 0).astype(np.float32))[None]
+        if self.largest_component:
+            x = KeepLargestConnectedComponent()(x)
+        if self.fill_holes:
+            x = FillHoles()(x)
+        return np.where(np.asarray(x)[0] > 0, 255, 0).astype(np.uint8)
+
+    def _finish(self, path: Path, logits: torch.Tensor, height: int, width: int, photo):
+        """Threshold, flags, clean-up and files of one image: ``(ImageResult, mask, probability)``."""
         from PIL import Image
 
+        from egeunet_monai.inference.quality import quality_flags
         from egeunet_monai.visualize import draw_overlay
 
         # the sigmoid here, on a worker thread with one PyTorch thread, rather than on the network's thread
-        prob, mask = restore_mask(torch.sigmoid(logits), height, width, self.threshold)
-        mask_path = self.output_dir / f"{path.stem}_mask.png"
+        prob, thresholded = restore_mask(torch.sigmoid(logits), height, width, self.threshold)
+        flags = tuple(quality_flags(thresholded))
+        mask = self._clean(thresholded)
+        mask_path = self.mask_path(path)
         Image.fromarray(mask).save(mask_path, compress_level=PNG_COMPRESS_LEVEL)
         prob_path = None
         if self.save_probabilities:
-            prob_path = self.output_dir / f"{path.stem}_prob.png"
+            prob_path = self.probability_path(path)
             # the bundle's PILWriter: clip to [0, 1], scale by 255, cast (truncating) to uint8
             scaled = (np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
             Image.fromarray(scaled).save(prob_path, compress_level=PNG_COMPRESS_LEVEL)
@@ -221,7 +268,41 @@ class BatchPredictor:
         lesion = mask > 0
         area = int(lesion.sum())
         confidence = float(prob[lesion].mean()) if area else math.nan
-        return ImageResult(path, mask_path, prob_path, overlay_path, height, width, area, confidence)
+        result = ImageResult(path, mask_path, prob_path, overlay_path, height, width, area, confidence, flags)
+        return result, mask, prob
+
+    def _write(self, path: Path, logits: torch.Tensor, height: int, width: int, photo) -> ImageResult:
+        try:
+            return self._finish(path, logits, height, width, photo)[0]
+        except Exception as err:  # e.g. a full disk: reported for this file, the others go on
+            return ImageResult(path, height=height, width=width, error=f"{path}: {type(err).__name__}: {err}")
+
+    def _infer(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The runtime's logits of a batch, as float32 on the CPU."""
+        return torch.as_tensor(self.runtime(torch.stack(images).to(self.device))).float().cpu()
+
+    def mask_path(self, path: str | os.PathLike) -> Path:
+        """Where the mask of ``path`` is written: ``<output_dir>/<stem>_mask.png``."""
+        return self.output_dir / f"{Path(path).stem}_mask.png"
+
+    def probability_path(self, path: str | os.PathLike) -> Path:
+        """Where the probability map of ``path`` is written (with ``save_probabilities``)."""
+        return self.output_dir / f"{Path(path).stem}_prob.png"
+
+    def predict_one(self, path: str | os.PathLike):
+        """One image, on the calling thread, by the same steps as :meth:`predict` (the viewer's request; the
+        ``predict`` command's masks are these): a :class:`~egeunet_monai.inference.Prediction`, the mask written.
+
+        Raises:
+            egeunet_monai.data.DermoscopyInputError: the file cannot be read as a photograph (the message names it).
+        """
+        from egeunet_monai.inference.predictor import Prediction
+
+        path = Path(path)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        image, (height, width), photo = self._read(path)
+        result, mask, prob = self._finish(path, self._infer([image])[0], height, width, photo)
+        return Prediction(mask, prob, result.stats)
 
     def predict(self, files: Iterable[str | os.PathLike]) -> Iterator[ImageResult]:
         """Segment ``files``, yielding one result per file in their order (failed files included, with
@@ -272,7 +353,7 @@ class BatchPredictor:
                 pending.append(placeholder)
                 batch.append((path, *loaded, placeholder))
             if batch:
-                logits = torch.as_tensor(self.runtime(torch.stack([item[1] for item in batch]))).float().cpu()
+                logits = self._infer([item[1] for item in batch])
                 for (path, _, (height, width), photo, placeholder), image_logits in zip(batch, logits):
                     write = pool.submit(self._write, path, image_logits, height, width, photo)
                     write.add_done_callback(lambda f, p=placeholder: _forward_result(f, p))

@@ -22,7 +22,9 @@ __all__ = [
     "LesionStats",
     "Prediction",
     "default_bundle_root",
+    "inference_config",
     "load_photo",
+    "open_predictor",
 ]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
@@ -120,6 +122,127 @@ def _input_error_in(err: BaseException) -> BaseException | None:
     return None
 
 
+def inference_config(
+    weights: str | os.PathLike | None = None,
+    bundle_root: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    save_probabilities: bool = False,
+    device: str | None = None,
+    tta: bool | None = None,
+    runtime: str | None = None,
+    overrides: dict[str, Any] | None = None,
+):
+    """``configs/inference.json`` as a MONAI ``ConfigParser``, set up to segment the user's files one call at a time
+    (no datalist); the arguments are those of :class:`LesionPredictor`.
+
+    Raises:
+        FileNotFoundError: no config, or no weights file at ``weights``.
+        ValueError: ``weights`` has an unknown suffix.
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
+    if config_file is None:
+        from egeunet_monai.resources import configs_dir
+
+        config_file = configs_dir(root) / "inference.json"
+    config_file = Path(config_file)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(root)
+    if output_dir is not None:
+        parser["output_dir"] = os.fspath(output_dir)
+    parser["save_probabilities"] = bool(save_probabilities)
+    # images come one at a time through predict(), never from the config's datalist
+    parser["input_path"] = ""
+    parser["datalist"] = []
+    if device is not None:
+        parser["device"] = f"$torch.device('{device}')"
+    if tta is not None:
+        parser["tta"] = bool(tta)
+    if runtime is not None:
+        parser["runtime"] = runtime
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
+    if suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"{weights}: weights file not found.")
+        parser["ckpt_path"] = os.fspath(weights)
+    return parser
+
+
+def config_network(parser):
+    """The config's ``network`` (:func:`~egeunet_monai.inference.runtime.load_runtime` of its weights), with the
+    runtime's own error (which names the file, or what to install) instead of MONAI's wrapper around it."""
+    try:
+        return parser.get_parsed_content("network")
+    except Exception as err:
+        cause = _user_error_in(err)
+        if cause is None:
+            raise
+        raise cause from err
+
+
+def open_predictor(
+    weights: str | os.PathLike | None = None,
+    bundle_root: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    save_probabilities: bool = False,
+    save_overlays: bool = False,
+    device: str | None = None,
+    tta: bool | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 8,
+    overrides: dict[str, Any] | None = None,
+):
+    """What ``egeunet-monai predict`` and the viewer segment with, by the config's ``tta``:
+
+    - without test-time augmentation, a :class:`~egeunet_monai.inference.batch.BatchPredictor` around the config's
+      ``network`` (the runtime), with the config's ``image_size``, ``threshold``, ``fill_holes`` and
+      ``largest_component``: decoding, resizing and writing on worker threads, batched network calls;
+    - with it, a :class:`LesionPredictor` (the config's pipeline image by image, its TTA inferer over the same
+      runtime).
+
+    Both have ``predict_one(path)`` (the viewer's call) and ``mask_path(path)``, ``weights`` and ``tta``.
+
+    Args:
+        threads: the batch predictor's runtime's intra-op threads (the config's ``runtime_threads``; ``None``: one
+            per core). The ``predict`` command gives the network one and the other cores to the workers.
+        batch_size: images per network call of the batch predictor.
+        others: as for :class:`LesionPredictor`; ``save_overlays`` writes ``<stem>_overlay.png`` (batch predictor).
+    """
+    from egeunet_monai.flags import flag
+    from egeunet_monai.inference.batch import BatchPredictor
+
+    parser = inference_config(weights, bundle_root, None, output_dir, save_probabilities, device, tta, runtime,
+                              overrides)
+    if flag(parser.get_parsed_content("tta"), "tta"):
+        return LesionPredictor(weights, bundle_root, None, output_dir, save_probabilities, device, tta, runtime,
+                               overrides)
+    if threads is not None:
+        parser["runtime_threads"] = int(threads)
+    return BatchPredictor(
+        config_network(parser),
+        output_dir if output_dir is not None else tempfile.mkdtemp(prefix="egeunet_"),
+        batch_size=batch_size,
+        threshold=float(parser.get_parsed_content("threshold")),
+        image_size=parser.get_parsed_content("image_size"),
+        save_probabilities=save_probabilities,
+        save_overlays=save_overlays,
+        fill_holes=flag(parser.get_parsed_content("fill_holes"), "fill_holes"),
+        largest_component=flag(parser.get_parsed_content("largest_component"), "largest_component"),
+        device=parser.get_parsed_content("device"),
+    )
+    return batch
+
+
 class LesionPredictor:
     """Segment one dermoscopy image at a time with the MONAI bundle's ``configs/inference.json``.
 
@@ -169,47 +292,15 @@ class LesionPredictor:
         runtime: str | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> None:
-        from monai.bundle import ConfigParser
         from monai.transforms import AsDiscreted
 
         from egeunet_monai.inference.tta import DihedralTTAInferer
 
         self._as_discrete = AsDiscreted
-        root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
-        if config_file is None:
-            from egeunet_monai.resources import configs_dir
-
-            config_file = configs_dir(root) / "inference.json"
-        config_file = Path(config_file)
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
         self.output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="egeunet_"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-
-        parser = ConfigParser()
-        parser.read_config(str(config_file))
-        parser["bundle_root"] = str(root)
-        parser["output_dir"] = str(self.output_dir)
-        parser["save_probabilities"] = bool(save_probabilities)
-        # images come one at a time through predict(), never from the config's datalist
-        parser["input_path"] = ""
-        parser["datalist"] = []
-        if device is not None:
-            parser["device"] = f"$torch.device('{device}')"
-        if tta is not None:
-            parser["tta"] = bool(tta)
-        if runtime is not None:
-            parser["runtime"] = runtime
-        for key, value in (overrides or {}).items():
-            parser[key] = value
-        suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
-        if suffix not in WEIGHT_SUFFIXES:
-            raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
-        if weights is not None:
-            if not Path(weights).is_file():
-                raise FileNotFoundError(f"{weights}: weights file not found.")
-            parser["ckpt_path"] = os.fspath(weights)
-
+        parser = inference_config(weights, bundle_root, config_file, self.output_dir, save_probabilities, device, tta,
+                                  runtime, overrides)
         self.config = parser
         self.device = parser.get_parsed_content("device")
         self.preprocessing = parser.get_parsed_content("preprocessing")
@@ -218,16 +309,8 @@ class LesionPredictor:
         self.tta = isinstance(self.inferer, DihedralTTAInferer)
         self.postprocessing = parser.get_parsed_content("postprocessing")
         self.weights = os.fspath(parser.get_parsed_content("ckpt_path"))
-        try:
-            #: the config's network: an :class:`~egeunet_monai.inference.runtime.InferenceRuntime`
-            self.network = parser.get_parsed_content("network")
-        except Exception as err:
-            # MONAI wraps an expression's error in its own RuntimeError: surface the runtime's message, which names
-            # the file and what to install
-            cause = _user_error_in(err)
-            if cause is None:
-                raise
-            raise cause from err
+        #: the config's network: an :class:`~egeunet_monai.inference.runtime.InferenceRuntime`
+        self.network = config_network(parser)
         self._lock = threading.Lock()
 
     def predict(self, path: str | os.PathLike) -> Prediction:
