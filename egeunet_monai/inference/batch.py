@@ -46,18 +46,30 @@ PNG_COMPRESS_LEVEL = 1
 def resize_matrix(size: int, out: int) -> torch.Tensor:
     """MONAI's ``Resize(mode="bilinear", anti_aliasing=True)`` along one axis of ``size`` pixels to ``out``, as an
     ``out x size`` matrix: the transform applied to the unit vectors of that axis (the other axis is left as it is,
-    which ``Resize`` does exactly). Resizing an image is separable, so ``A_h @ image @ A_w.T`` is MONAI's resize."""
-    from monai.transforms import Resize
-    from monai.utils import convert_to_tensor
+    which ``Resize`` does exactly). Resizing an image is separable, so ``A_h @ image @ A_w.T`` is MONAI's resize.
 
+    Made with MONAI's operations in PyTorch, not with MONAI itself (which ``predict`` does not import): when
+    shrinking, ``GaussianSmooth`` with skimage's sigma ``(size / out - 1) / 2`` (``gaussian_1d``, ``erf``
+    approximation, truncated at 4 sigma, zero padding), then ``F.interpolate`` (linear, ``align_corners=False``).
+    ``tests/inference/test_batch_predict.py`` checks it against MONAI's ``Resize``."""
+    kernel = None
+    if out < size:
+        # float32 as MONAI computes it: factors = Tensor(in) / Tensor(out), sigma = max(0, (factor - 1) / 2)
+        sigma = torch.clamp((torch.tensor(float(size)) / torch.tensor(float(out)) - 1) / 2, min=0.0)
+        tail = int(max(float(sigma) * 4.0, 0.5) + 0.5)
+        x = torch.arange(-tail, tail + 1, dtype=torch.float)
+        t = 0.70710678 / torch.abs(sigma)
+        kernel = (0.5 * ((t * (x + 0.5)).erf() - (t * (x - 0.5)).erf())).clamp(min=0)
     chunk = min(size, 512)  # unit vectors a few hundred at a time: memory stays small for large photographs
     columns = []
     for start in range(0, size, chunk):
         count = min(chunk, size - start)
-        basis = torch.zeros(1, size, count)
-        basis[0, torch.arange(start, start + count), torch.arange(count)] = 1.0
-        resized = Resize((out, count), mode="bilinear", anti_aliasing=True)(basis)
-        columns.append(convert_to_tensor(resized, track_meta=False).reshape(out, count))
+        basis = torch.zeros(count, 1, size)
+        basis[torch.arange(count), 0, torch.arange(start, start + count)] = 1.0
+        if kernel is not None:
+            basis = F.conv1d(basis, kernel.view(1, 1, -1), padding=tail)
+        resized = F.interpolate(basis, size=out, mode="linear", align_corners=False)
+        columns.append(resized[:, 0, :].T)
     return torch.cat(columns, dim=1).contiguous()
 
 
@@ -192,8 +204,6 @@ class BatchPredictor:
         largest_component: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
-        from egeunet_monai.data import DermoscopyImageReader
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.runtime = runtime
@@ -210,17 +220,18 @@ class BatchPredictor:
         self.tta = False  # no test-time augmentation: that is LesionPredictor's (see open_predictor)
         #: the weights file the runtime was made from (the viewer shows it)
         self.weights = getattr(runtime, "weights", None)
-        # rows first (H x W), as the arrays are written; the reader's checks name the file that fails them
-        self.reader = DermoscopyImageReader(kind="image", reverse_indexing=False)
 
     def _read(self, path: Path):
         """``(network input, (height, width), photograph or None)``; raises ``DermoscopyInputError``."""
-        array, _ = self.reader.get_data(self.reader.read(str(path)))
-        photo = np.asarray(array) if self.save_overlays else None  # kept only to draw on
-        return prepare_image(np.asarray(array), self.image_size), array.shape[:2], photo
+        from egeunet_monai.data.photo import read_photo
+
+        # the bundle reader's array (rows first, EXIF orientation, RGB) and checks, which name the failing file
+        array = read_photo(path)
+        photo = array if self.save_overlays else None  # kept only to draw on
+        return prepare_image(array, self.image_size), array.shape[:2], photo
 
     def _load(self, path: Path):
-        from egeunet_monai.data import DermoscopyInputError
+        from egeunet_monai.data.errors import DermoscopyInputError
 
         try:
             return self._read(path)
@@ -230,17 +241,20 @@ class BatchPredictor:
             return ImageResult(path, error=f"{path}: {type(err).__name__}: {err}")
 
     def _clean(self, mask: np.ndarray) -> np.ndarray:
-        """The config's clean-up after the threshold, with the same MONAI transforms (on the 0/1 mask, 1 x H x W)."""
-        if not (self.largest_component or self.fill_holes):
-            return mask
-        from monai.transforms import FillHoles, KeepLargestConnectedComponent
-
-        x = torch.from_numpy((mask > 0).astype(np.float32))[None]
+        """The config's clean-up after the threshold: MONAI's ``KeepLargestConnectedComponent`` (only when asked:
+        it imports MONAI), then ``FillHoles``, which for one binary channel is SciPy's ``binary_fill_holes`` with
+        full connectivity (MONAI's default; ``tests/inference/test_batch_predict.py`` compares the two)."""
         if self.largest_component:
-            x = KeepLargestConnectedComponent()(x)
+            from monai.transforms import KeepLargestConnectedComponent
+
+            kept = KeepLargestConnectedComponent()(torch.from_numpy((mask > 0).astype(np.float32))[None])
+            mask = np.where(np.asarray(kept)[0] > 0, 255, 0).astype(np.uint8)
         if self.fill_holes:
-            x = FillHoles()(x)
-        return np.where(np.asarray(x)[0] > 0, 255, 0).astype(np.uint8)
+            from scipy import ndimage
+
+            structure = ndimage.generate_binary_structure(2, 2)
+            mask = np.where(ndimage.binary_fill_holes(mask > 0, structure=structure), 255, 0).astype(np.uint8)
+        return mask
 
     def _finish(self, path: Path, logits: torch.Tensor, height: int, width: int, photo):
         """Threshold, flags, clean-up and files of one image: ``(ImageResult, mask, probability)``."""
@@ -400,7 +414,7 @@ def predict_folder(
     """
     from tqdm import tqdm
 
-    from egeunet_monai.data import list_images
+    from egeunet_monai.data.datalist import list_images
     from egeunet_monai.inference.runtime import load_runtime
 
     if isinstance(inputs, (str, os.PathLike)):

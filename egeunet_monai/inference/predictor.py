@@ -167,12 +167,8 @@ def inference_config(
         parser["runtime"] = runtime
     for key, value in (overrides or {}).items():
         parser[key] = value
-    suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
-    if suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+    _check_weights_argument(weights)
     if weights is not None:
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"{weights}: weights file not found.")
         parser["ckpt_path"] = os.fspath(weights)
     return parser
 
@@ -187,6 +183,56 @@ def config_network(parser):
         if cause is None:
             raise
         raise cause from err
+
+
+# configs/inference.json's ids that the batch predictor uses
+_BATCH_IDS = ("tta", "threshold", "fill_holes", "largest_component", "image_size", "runtime", "runtime_threads")
+
+
+def _is_expression(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("$", "@", "%"))
+
+
+def _batch_settings(config_file: Path, root: Path, weights, device, tta, runtime, overrides) -> dict | None:
+    """The batch predictor's settings from the config read as JSON, without MONAI's ``ConfigParser`` (importing MONAI
+    takes several seconds and hundreds of MiB, longer than segmenting a folder of photographs): plain values as they
+    are; the ``device`` expression (no ``@`` references) evaluated with ``torch``; ``ckpt_path``, when no weights are
+    given, as the packaged config computes it (:func:`egeunet_monai.resources.default_weights`) if it is the packaged
+    expression. ``None`` when anything else is an expression, or ``network_def`` is not the packaged network: then
+    MONAI's parser resolves the config."""
+    import json
+
+    from egeunet_monai.resources import bundle_dir, default_weights
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    packaged = config
+    packaged_file = bundle_dir() / "configs" / "inference.json"
+    if packaged_file.resolve() != config_file.resolve():
+        packaged = json.loads(packaged_file.read_text(encoding="utf-8"))
+    values = {key: config.get(key) for key in (*_BATCH_IDS, "device", "ckpt_path", "onnx_path", "network_def")}
+    values.update(overrides or {})
+    for key, value in (("tta", tta), ("runtime", runtime), ("device", device)):
+        if value is not None:
+            values[key] = value
+    if values["network_def"] != packaged.get("network_def"):
+        return None
+    if _is_expression(values["device"]) and "@" not in values["device"]:
+        import torch
+
+        values["device"] = eval(values["device"][1:], {"torch": torch})  # as MONAI evaluates it, with its import
+    if weights is not None:
+        values["weights"] = os.fspath(weights)
+    elif values["onnx_path"] and not _is_expression(values["onnx_path"]):
+        values["weights"] = values["onnx_path"]
+    elif values["ckpt_path"] == packaged.get("ckpt_path") and not values["onnx_path"]:
+        values["weights"] = default_weights(root)
+    elif values["ckpt_path"] and not _is_expression(values["ckpt_path"]):
+        values["weights"] = values["ckpt_path"]
+    else:
+        return None
+    if any(_is_expression(values[key]) for key in (*_BATCH_IDS, "device")):
+        return None
+    return values
 
 
 def open_predictor(
@@ -205,42 +251,72 @@ def open_predictor(
     """What ``egeunet-monai predict`` and the viewer segment with, by the config's ``tta``:
 
     - without test-time augmentation, a :class:`~egeunet_monai.inference.batch.BatchPredictor` around the config's
-      ``network`` (the runtime), with the config's ``image_size``, ``threshold``, ``fill_holes`` and
-      ``largest_component``: decoding, resizing and writing on worker threads, batched network calls;
+      network (:func:`~egeunet_monai.inference.runtime.load_runtime` of its weights, ``runtime`` and
+      ``runtime_threads``), with the config's ``image_size``, ``threshold``, ``fill_holes`` and
+      ``largest_component``: decoding, resizing and writing on worker threads, batched network calls. The config's
+      plain values are read as JSON, so that MONAI is not imported (see :func:`_batch_settings`);
     - with it, a :class:`LesionPredictor` (the config's pipeline image by image, its TTA inferer over the same
       runtime).
 
     Both have ``predict_one(path)`` (the viewer's call) and ``mask_path(path)``, ``weights`` and ``tta``.
 
     Args:
-        threads: the batch predictor's runtime's intra-op threads (the config's ``runtime_threads``; ``None``: one
-            per core). The ``predict`` command gives the network one and the other cores to the workers.
+        threads: the batch predictor's runtime's intra-op threads (else the config's ``runtime_threads``; ``None``:
+            one per core). The ``predict`` command gives the network one and the other cores to the workers.
         batch_size: images per network call of the batch predictor.
         others: as for :class:`LesionPredictor`; ``save_overlays`` writes ``<stem>_overlay.png`` (batch predictor).
+
+    Raises:
+        FileNotFoundError, ValueError, ImportError: as :class:`LesionPredictor` and
+            :func:`~egeunet_monai.inference.runtime.load_runtime` (missing files, unknown formats, no ONNX Runtime).
     """
     from egeunet_monai.flags import flag
     from egeunet_monai.inference.batch import BatchPredictor
+    from egeunet_monai.inference.runtime import load_runtime
+    from egeunet_monai.resources import configs_dir
 
-    parser = inference_config(weights, bundle_root, None, output_dir, save_probabilities, device, tta, runtime,
-                              overrides)
-    if flag(parser.get_parsed_content("tta"), "tta"):
-        return LesionPredictor(weights, bundle_root, None, output_dir, save_probabilities, device, tta, runtime,
+    root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
+    config_file = configs_dir(root) / "inference.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
+    _check_weights_argument(weights)
+    settings = _batch_settings(config_file, root, weights, device, tta, runtime, overrides)
+    if settings is None:  # an edited config with expressions: MONAI's parser resolves it
+        parser = inference_config(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
+                                  overrides)
+        settings = {key: parser.get_parsed_content(key) for key in _BATCH_IDS}
+        settings["device"] = parser.get_parsed_content("device")
+        if not flag(settings["tta"], "tta"):
+            if threads is not None:
+                parser["runtime_threads"] = int(threads)
+            network = config_network(parser)
+    elif not flag(settings["tta"], "tta"):
+        network = load_runtime(settings["weights"], settings["runtime"] or "auto",
+                               threads=threads if threads is not None else settings["runtime_threads"],
+                               device=settings["device"], image_size=settings["image_size"])
+    if flag(settings["tta"], "tta"):
+        return LesionPredictor(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
                                overrides)
-    if threads is not None:
-        parser["runtime_threads"] = int(threads)
     return BatchPredictor(
-        config_network(parser),
+        network,
         output_dir if output_dir is not None else tempfile.mkdtemp(prefix="egeunet_"),
         batch_size=batch_size,
-        threshold=float(parser.get_parsed_content("threshold")),
-        image_size=parser.get_parsed_content("image_size"),
+        threshold=float(settings["threshold"]),
+        image_size=settings["image_size"],
         save_probabilities=save_probabilities,
         save_overlays=save_overlays,
-        fill_holes=flag(parser.get_parsed_content("fill_holes"), "fill_holes"),
-        largest_component=flag(parser.get_parsed_content("largest_component"), "largest_component"),
-        device=parser.get_parsed_content("device"),
+        fill_holes=flag(settings["fill_holes"], "fill_holes"),
+        largest_component=flag(settings["largest_component"], "largest_component"),
+        device=settings["device"],
     )
-    return batch
+
+
+def _check_weights_argument(weights) -> None:
+    suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
+    if suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: weights file not found.")
 
 
 class LesionPredictor:
