@@ -165,3 +165,26 @@ def test_bad_files_are_named_and_skipped(image_files, tmp_path):
     for name in good:
         result = by_name[Path(name).name]
         assert result.error is None and result.mask_path.is_file()
+
+
+def test_the_predict_command_s_masks_are_the_viewer_s(image_files, tmp_path):
+    """``egeunet-monai predict`` (batches of 8, the network on one thread, the others decoding) and the viewer
+    (``predict_one``: one image per call, the network on every core) give the same mask files, byte for byte, and
+    the same statistics: the same steps, and ONNX Runtime's results do not depend on the batch size or the thread
+    count here (checked on these 4 images and, in docs/benchmarks.md's run, on 150 PH2 photographs)."""
+    pytest.importorskip("onnxruntime")
+    from egeunet_monai.inference import open_predictor
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in image_files:
+        shutil.copy(path, folder)
+    command = open_predictor(RELEASED, output_dir=tmp_path / "cli", device="cpu", threads=1, batch_size=8)
+    viewer = open_predictor(RELEASED, output_dir=tmp_path / "viewer", device="cpu")
+    assert command.runtime.name == viewer.runtime.name == "onnxruntime"
+    results = list(command.predict(sorted(folder.iterdir())))
+    for result in results:
+        mask, _, stats = viewer.predict_one(result.path)
+        assert viewer.mask_path(result.path).read_bytes() == result.mask_path.read_bytes()
+        assert np.array_equal(np.asarray(Image.open(result.mask_path)), mask)
+        assert stats == result.stats
