@@ -170,8 +170,9 @@ def test_bad_files_are_named_and_skipped(image_files, tmp_path):
 def test_the_predict_command_s_masks_are_the_viewer_s(image_files, tmp_path):
     """``egeunet-monai predict`` (batches of 8, the network on one thread, the others decoding) and the viewer
     (``predict_one``: one image per call, the network on every core) give the same mask files, byte for byte, and
-    the same statistics: the same steps, and ONNX Runtime's results do not depend on the batch size or the thread
-    count here (checked on these 4 images and, in docs/benchmarks.md's run, on 150 PH2 photographs)."""
+    the same statistics: the same steps. ONNX Runtime's probabilities differ between batch sizes and thread counts
+    by float32 rounding only (mean confidence: 6e-8 measured on these images; bound 1e-6), which moved no mask
+    pixel here."""
     pytest.importorskip("onnxruntime")
     from egeunet_monai.inference import open_predictor
 
@@ -187,4 +188,6 @@ def test_the_predict_command_s_masks_are_the_viewer_s(image_files, tmp_path):
         mask, _, stats = viewer.predict_one(result.path)
         assert viewer.mask_path(result.path).read_bytes() == result.mask_path.read_bytes()
         assert np.array_equal(np.asarray(Image.open(result.mask_path)), mask)
-        assert stats == result.stats
+        got, expected = stats.as_dict(), result.stats.as_dict()
+        assert got.pop("mean_confidence") == pytest.approx(expected.pop("mean_confidence"), abs=1e-6)
+        assert got == expected
