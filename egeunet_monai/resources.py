@@ -55,7 +55,8 @@ def default_weights(bundle_root: str | os.PathLike) -> str:
 
     own = os.path.join(os.fspath(bundle_root), "models", "model.pt")
     if not os.path.isfile(own):
-        path, why = str(released_weights()), f"released weights; no models/model.pt trained on your data in {bundle_root}"
+        path = str(released_weights())
+        why = f"released weights; no models/model.pt trained on your data in {bundle_root}"
     else:
         sums = os.path.join(os.path.dirname(own), "SHA256SUMS")
         listed = {}

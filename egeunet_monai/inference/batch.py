@@ -2,15 +2,18 @@
 """Lesion masks for many photographs at once: the bundle's inference pipeline as a pipeline of threads.
 
 ``predict_folder("photos/", "masks/", "model.pt")`` writes ``<stem>_mask.png`` (and with ``save_probabilities``
-``<stem>_prob.png``, with ``save_overlays`` ``<stem>_overlay.png``) for every image, as ``configs/inference.json`` does, and returns one :class:`ImageResult` per
-image. While the network computes one batch, worker threads decode and resize the next images and write the masks
-of the previous batch (PIL and PyTorch release the GIL while they work). A file that cannot be read is reported by
-name and skipped; the others go on.
+``<stem>_prob.png``, with ``save_overlays`` ``<stem>_overlay.png``) for every image, as ``configs/inference.json``
+does, and returns one :class:`ImageResult` per image. While the network computes one batch, worker threads decode
+and resize the next images and write the masks of the previous batch (PIL and PyTorch release the GIL while they
+work). A file that cannot be read is reported by name and skipped; the others go on. ``egeunet-monai predict`` and
+the viewer (:meth:`BatchPredictor.predict_one`) segment with it, and it imports no MONAI: start-up is the seconds a
+small folder takes.
 
 The computation is the bundle's, image for image (``tests/inference/test_batch_predict.py`` compares the masks):
 min-max scaling of the whole image to [0, 255], MONAI's ``Resize`` to 256 x 256 (bilinear, with its Gaussian
-anti-aliasing), the network, sigmoid, bilinear resize back to the image's own size, threshold 0.5. Two things are
-done differently, for speed, each the same function up to float rounding:
+anti-aliasing), the network, sigmoid, bilinear resize back to the image's own size, threshold 0.5, the quality
+flags of that mask, then the config's clean-up (hole filling by default). Two things are done differently, for
+speed, each the same function up to float rounding:
 
 - the resize is MONAI's ``Resize`` applied once per image size to the unit vectors of each axis, kept as two
   sparse matrices (256 x H and 256 x W), and applied as two sparse matrix products, the min-max scaling after them:
