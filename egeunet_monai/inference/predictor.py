@@ -89,13 +89,11 @@ class Prediction(NamedTuple):
 
 
 def load_photo(path: str | os.PathLike) -> np.ndarray:
-    """The photograph as H x W x 3 ``uint8``, read with the same checked reader (and EXIF orientation) as the
-    bundle, so that an overlay lines up with the mask."""
-    from egeunet_monai.data import DermoscopyImageReader
+    """The photograph as H x W x 3 ``uint8``, read with the same checks (and EXIF orientation) as the bundle's
+    reader, so that an overlay lines up with the mask (:func:`egeunet_monai.data.read_photo`, without MONAI)."""
+    from egeunet_monai.data.photo import read_photo
 
-    reader = DermoscopyImageReader(kind="image")
-    array, _ = reader.get_data(reader.read(os.fspath(path)))
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(read_photo(path))
 
 
 def _user_error_in(err: BaseException) -> BaseException | None:
