@@ -6,8 +6,9 @@ at a time as the page posts them (``POST /api/segment``, the photo as the body),
 (the plain loop of ``predict_folder.py``, one photo at a time, in this process: PIL decode, min-max scaling, resize
 to 256, the network at batch 1, resize back, threshold, PNG).
 
-Variants: the server as shipped (the default runtime: ONNX Runtime) and with ``--runtime eager``. The servers and the
-plain loop take turns photo by photo (interleaved), after one warm-up request each.
+Variants: the server as shipped (the default runtime: ONNX Runtime) and with ``--runtime eager``; the plain loop with
+PyTorch's default threads and with one. One path after the other (not interleaved: an idle process's OpenMP threads
+spin after each call and slow whoever runs next), each after one warm-up request.
 
 Example: ``python scripts/benchmarks/viewer_latency.py --photos 30``
 """
@@ -105,30 +106,33 @@ def main(argv=None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_viewer_"))
     variants = {"viewer (egeunet-monai serve), default runtime": [],
                 "viewer, --runtime eager": ["--runtime", "eager"]}  # fmt: skip
-    servers = {}
-    try:
-        for i, (name, options) in enumerate(variants.items()):
-            servers[name] = start_server(args.weights, options, tmp / f"serve_{i}.log")
-        net = load_eager_network(args.weights)
-        plain = f"plain loop, one photo (original network, eager, batch 1, {torch.get_num_threads()} threads)"
-        times: dict[str, list[float]] = {plain: [], **{name: [] for name in servers}}
-        areas: dict[str, list[int]] = {name: [] for name in servers}
-        for name, (_, url) in servers.items():  # warm-up: the first request builds the resize matrices
-            post(url, photos[0])
-        plain_one(net, photos[0], tmp)
-        for photo in photos:
-            times[plain].append(plain_one(net, photo, tmp))
-            for name, (_, url) in servers.items():
-                seconds, body = post(url, photo)
-                times[name].append(seconds)
-                areas[name].append(body["area_px"])
-    finally:
-        for proc, _ in servers.values():
+    net = load_eager_network(args.weights)
+    default_threads = torch.get_num_threads()
+    plain = f"plain loop, one photo (original network, eager, batch 1, {default_threads} threads)"
+    plain_1 = "plain loop, one photo (original network, eager, batch 1, 1 thread)"
+    times: dict[str, list[float]] = {plain: [], plain_1: []}
+    areas: dict[str, list[int]] = {}
+    # one path at a time, nothing else running: an idle process's OpenMP threads spin for a while after each call
+    # and take the cores from whoever runs next, so that interleaving processes measures that, not the paths
+    for name, threads in ((plain, default_threads), (plain_1, 1)):
+        torch.set_num_threads(threads)
+        plain_one(net, photos[0], tmp)  # warm-up
+        times[name] = [plain_one(net, photo, tmp) for photo in photos]
+    torch.set_num_threads(default_threads)
+    for i, (name, options) in enumerate(variants.items()):
+        proc, url = start_server(args.weights, options, tmp / f"serve_{i}.log")
+        try:
+            post(url, photos[0])  # warm-up: the first request builds the resize matrices
+            answers = [post(url, photo) for photo in photos]
+        finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+        times[name] = [seconds for seconds, _ in answers]
+        areas[name] = [body["area_px"] for _, body in answers]
     reference = statistics.median(times[plain])
     rows = [[name, summary(t), f"{reference / statistics.median(t):.2f}x"] for name, t in times.items()]
-    print(f"\n{len(photos)} full-size PH2 photographs, one request at a time, interleaved; ms median [interquartile]")
+    print(f"\n{len(photos)} full-size PH2 photographs, one request at a time, one path after the other; ms median "
+          "[interquartile range]")
     print(markdown(["path", "latency ms", "speed vs plain loop"], rows))
     names = list(areas)
     same = sum(a == b for a, b in zip(areas[names[0]], areas[names[1]]))
