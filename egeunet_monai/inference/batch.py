@@ -40,7 +40,15 @@ import torch.nn.functional as F
 
 from egeunet_monai.threads import ThreadPoolOwner, intra_op_thread_pool
 
-__all__ = ["BatchPredictor", "ImageResult", "predict_folder", "prepare_image", "resize_matrix", "restore_mask"]
+__all__ = [
+    "BatchPredictor",
+    "ImageResult",
+    "fill_holes",
+    "predict_folder",
+    "prepare_image",
+    "resize_matrix",
+    "restore_mask",
+]
 
 # zlib level 1: a binary mask compresses almost as well as at the default level 6, several times faster
 PNG_COMPRESS_LEVEL = 1
@@ -133,6 +141,20 @@ def restore_mask(probability: torch.Tensor, height: int, width: int, threshold: 
         probability = F.interpolate(probability[None], size=(height, width), mode="bilinear", align_corners=False)[0]
     prob = probability[0].numpy()
     return prob, np.where(prob >= threshold, 255, 0).astype(np.uint8)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """MONAI's ``FillHoles()`` of one binary H x W mask: SciPy's ``binary_fill_holes`` with full connectivity,
+    computed by labelling the background once (8-connected, as that structure) and keeping what touches the border:
+    the same pixels (tests/inference/test_start_up.py), 2 ms instead of 9 ms for a PH2 photograph's lesion (one
+    thread), where ``binary_fill_holes`` dilates from the border one step at a time."""
+    from scipy import ndimage
+
+    background, count = ndimage.label(~mask, structure=np.ones((3, 3), dtype=bool))
+    filled = np.ones(count + 1, dtype=bool)  # per label: label 0 is the mask itself, kept
+    filled[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    filled[0] = True
+    return filled[background]
 
 
 @dataclass(frozen=True)
@@ -248,18 +270,14 @@ class BatchPredictor(ThreadPoolOwner):
 
     def _clean(self, mask: np.ndarray) -> np.ndarray:
         """The config's clean-up after the threshold: MONAI's ``KeepLargestConnectedComponent`` (only when asked:
-        it imports MONAI), then ``FillHoles``, which for one binary channel is SciPy's ``binary_fill_holes`` with
-        full connectivity (MONAI's default; ``tests/inference/test_batch_predict.py`` compares the two)."""
+        it imports MONAI), then MONAI's ``FillHoles`` as :func:`fill_holes` computes it."""
         if self.largest_component:
             from monai.transforms import KeepLargestConnectedComponent
 
             kept = KeepLargestConnectedComponent()(torch.from_numpy((mask > 0).astype(np.float32))[None])
             mask = np.where(np.asarray(kept)[0] > 0, 255, 0).astype(np.uint8)
         if self.fill_holes:
-            from scipy import ndimage
-
-            structure = ndimage.generate_binary_structure(2, 2)
-            mask = np.where(ndimage.binary_fill_holes(mask > 0, structure=structure), 255, 0).astype(np.uint8)
+            mask = np.where(fill_holes(mask > 0), 255, 0).astype(np.uint8)
         return mask
 
     def _finish(self, path: Path, logits: torch.Tensor, height: int, width: int, photo):
