@@ -217,7 +217,10 @@ def _batch_settings(config_file: Path, root: Path, weights, device, tta, runtime
     if _is_expression(values["device"]) and "@" not in values["device"]:
         import torch
 
-        values["device"] = eval(values["device"][1:], {"torch": torch})  # as MONAI evaluates it, with its import
+        try:  # as MONAI evaluates it, with the config's `import torch`
+            values["device"] = eval(values["device"][1:], {"torch": torch})
+        except Exception:  # anything more than torch: MONAI's parser, with all the config's imports
+            return None
     if weights is not None:
         values["weights"] = os.fspath(weights)
     elif values["onnx_path"] and not _is_expression(values["onnx_path"]):
