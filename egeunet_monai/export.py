@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 
@@ -164,9 +165,10 @@ class OnnxPredictor(nn.Module):
         self.output_name = self.session.get_outputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from monai.data import MetaTensor
-
-        plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+        # a MetaTensor comes only from MONAI's transforms, so MONAI is loaded then; the predict command never loads it
+        monai_data = sys.modules.get("monai.data")
+        is_meta = monai_data is not None and isinstance(x, monai_data.MetaTensor)
+        plain = x.as_tensor() if is_meta else x
         expected = self.input_shape
         if plain.dim() != 4 or any(
             isinstance(e, int) and e != s for e, s in zip(expected[1:], plain.shape[1:])
@@ -178,8 +180,8 @@ class OnnxPredictor(nn.Module):
         array = plain.detach().to("cpu", torch.float32).contiguous().numpy()
         out = torch.from_numpy(self.session.run([self.output_name], {self.input_name: array})[0])
         out = out.to(plain.device)
-        if isinstance(x, MetaTensor):
-            out = MetaTensor(out)
+        if is_meta:
+            out = monai_data.MetaTensor(out)
             out.copy_meta_from(x)
         return out
 

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["bundle_dir", "configs_dir", "released_weights", "write_bundle"]
+__all__ = ["bundle_dir", "configs_dir", "default_weights", "released_weights", "write_bundle"]
 
 _PACKAGED = "_bundle"
 
@@ -44,6 +44,32 @@ def configs_dir(bundle_root: str | os.PathLike) -> Path:
 def released_weights() -> Path:
     """The released ``model.pt`` (in a checkout, through the link: ``bundle/models/model.pt``)."""
     return (bundle_dir() / "models" / "model.pt").resolve()
+
+
+def default_weights(bundle_root: str | os.PathLike) -> str:
+    """:func:`egeunet_monai.engines.default_weights` (the config's ``ckpt_path``: ``<bundle_root>/models/model.pt``,
+    else the released weights; printed with the reason), without importing the engines (MONAI, Ignite), for the
+    ``predict`` command's start-up. The engines' function should become this one once the engines' restructuring
+    (issue 19) has landed; until then both are kept and ``tests/inference/test_start_up.py`` compares them."""
+    import hashlib
+
+    own = os.path.join(os.fspath(bundle_root), "models", "model.pt")
+    if not os.path.isfile(own):
+        path = str(released_weights())
+        why = f"released weights; no models/model.pt trained on your data in {bundle_root}"
+    else:
+        sums = os.path.join(os.path.dirname(own), "SHA256SUMS")
+        listed = {}
+        if os.path.isfile(sums):
+            with open(sums, encoding="utf-8") as f:  # sha256sum's format: "<digest>  <name>" per line
+                listed = {parts[1]: parts[0] for parts in map(str.split, f) if len(parts) == 2}
+        with open(own, "rb") as f:
+            released = listed.get("model.pt") == hashlib.sha256(f.read()).hexdigest()
+        path = own
+        why = "released weights" if released else (
+            "your model, trained on your data; --weights or --ckpt_path picks other weights")
+    print(f"weights: {path} ({why})", flush=True)
+    return path
 
 
 def write_bundle(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:

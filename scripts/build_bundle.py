@@ -81,6 +81,17 @@ TRAIN_IDS = (
 )
 
 
+# the model zoo bundle's inference network (zoo_inference_config)
+ZOO_NETWORK = f"${PACKAGE}.export.load_onnx_predictor(@onnx_path) if @onnx_path else @network_def.to(@device)"
+ZOO_CHECKPOINT_LOADER = {
+    "_target_": "CheckpointLoader",
+    "_disabled_": "$bool(@onnx_path)",
+    "load_path": "@ckpt_path",
+    "load_dict": {"model": "@network"},
+    "map_location": "@device",
+}
+
+
 class BundleError(RuntimeError):
     """The bundle cannot be assembled (missing inputs or a config MONAI Label cannot use)."""
 
@@ -295,15 +306,36 @@ def bundle_config(config: object, key: str | None = None) -> object:
     return config
 
 
+def zoo_inference_config(config: dict) -> dict:
+    """The package's inference.json with the model zoo's network: ``network_def`` loaded by MONAI's
+    ``CheckpointLoader`` (or the ``onnx_path`` model), instead of the package's
+    :func:`egeunet_monai.inference.load_runtime` and its ``runtime`` id.
+
+    Why not ship load_runtime in the bundle's ``scripts/``: it exports ONNX once per weights file into a cache in the
+    user's home folder and needs the ``onnx`` exporter packages, which the zoo's environment need not have; its
+    export fixes the image size, so the zoo's checks (which infer with only ``Resized`` overridden to 32 x 32) would
+    fail; and MONAI Label's bundle task builds ``network_def`` and loads the weights itself either way. The zoo's
+    users run the network as every zoo bundle does; the package's commands get the fast runtime."""
+    config = dict(config)
+    config.pop("runtime", None)
+    config["network"] = ZOO_NETWORK
+    handlers = [h for h in config.get("handlers", []) if h.get("_target_") != "CheckpointLoader"]
+    config["handlers"] = [dict(ZOO_CHECKPOINT_LOADER), *handlers]
+    return config
+
+
 def write_bundle_configs(configs_dir: Path, target: Path) -> None:
-    """The repository's configs, pointed at the bundle's ``scripts/``, in the model zoo's JSON format; other files
-    (logging.conf) as they are."""
+    """The repository's configs, pointed at the bundle's ``scripts/``, in the model zoo's JSON format
+    (inference.json with the zoo's network: :func:`zoo_inference_config`); other files (logging.conf) as they are."""
     target.mkdir(parents=True, exist_ok=True)
     for item in sorted(configs_dir.iterdir()):
         if IGNORED(str(configs_dir), [item.name]) or not item.is_file():
             continue
         if item.suffix == ".json":
-            write_zoo_json(target / item.name, bundle_config(_load_json(item)))
+            config = _load_json(item)
+            if item.name == "inference.json":
+                config = zoo_inference_config(config)
+            write_zoo_json(target / item.name, bundle_config(config))
         else:
             shutil.copy2(item, target / item.name)
 

@@ -38,6 +38,8 @@ examples:
   egeunet-monai predict photos/ more/IMD002.jpg --out results/ --overlay --probabilities
   egeunet-monai predict photos/ --out results/ --weights models/model.ts
   egeunet-monai predict photos/ --out results/ --weights models/model.onnx   # needs egeunet-monai[onnx]
+  egeunet-monai predict photos/ --out results/ --weights model_int8.onnx     # scripts/export_edge.py's INT8
+  egeunet-monai predict photos/ --out results/ --runtime eager               # the PyTorch network
   egeunet-monai predict photos/ --out results/ --tta --uncertainty-map       # 8 views: 8x the time
 
 writes, in --out:
@@ -152,6 +154,16 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_runtime(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--runtime",
+        choices=("auto", "onnxruntime", "torchscript", "eager"),
+        default=None,
+        help="how the network runs (default: the config's runtime, auto: ONNX Runtime, exported once per weights "
+        "file and cached, else TorchScript, else PyTorch); eager forces the PyTorch network",
+    )
+
+
 def _add_tta(sub: argparse.ArgumentParser) -> None:
     # None when not given: the config's `tta` stays (false in the bundle's; an edited --bundle-root config may differ)
     sub.add_argument(
@@ -195,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty-map", action="store_true",
                    help="also write <id>_uncertainty.png, the per-pixel entropy of the views' mean x 255 (needs --tta)")
     p.add_argument("--device", default=None, help="cpu, cuda:0... (default: CUDA when available)")
+    _add_runtime(p)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images per network call (default 8; decoding and writing overlap the network's work)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(p)
 
@@ -214,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest accepted upload, in megabytes (default 20)")
     _add_tta(s)
     s.add_argument("--device", default=None, help="cpu, cuda:0... (default: CUDA when available)")
+    _add_runtime(s)
     _add_common(s)
 
     w = subs.add_parser(
@@ -306,13 +322,13 @@ def _run_bundle(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _make_predictor(args: argparse.Namespace, **kwargs):
-    from egeunet_monai.inference import LesionPredictor
+    from egeunet_monai.inference.predictor import open_predictor
 
     if args.weights is not None:
         print(f"weights: {args.weights} (given with --weights)", flush=True)
     try:
-        return LesionPredictor(
-            weights=args.weights, bundle_root=_bundle_root(args), device=args.device, **kwargs
+        return open_predictor(
+            weights=args.weights, bundle_root=_bundle_root(args), device=args.device, runtime=args.runtime, **kwargs
         )
     except (FileNotFoundError, ImportError, ValueError) as err:
         print(f"egeunet-monai {args.command}: error: {err}", file=sys.stderr)
@@ -337,7 +353,9 @@ def _predict(args: argparse.Namespace) -> int:
     from egeunet_monai.cli.predict import run_predict
 
     args.out.mkdir(parents=True, exist_ok=True)
-    predictor = _make_predictor(args, output_dir=args.out, save_probabilities=args.probabilities, tta=args.tta)
+    # the network gets one thread and the other cores decode, resize and write (runtime.py's measurements)
+    predictor = _make_predictor(args, output_dir=args.out, save_probabilities=args.probabilities,
+                                save_overlays=args.overlay, tta=args.tta, threads=1, batch_size=args.batch_size)
     if predictor is None:
         return 2
     if args.uncertainty_map and not predictor.tta:

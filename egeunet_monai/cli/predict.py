@@ -85,59 +85,92 @@ def uncertainty_map_png(probability: np.ndarray) -> np.ndarray:
     return np.round(entropy * 255).astype(np.uint8)
 
 
+def _row(path: Path, stats, mask: Path, overlay: Path | str, probability: Path | None, uncertainty_map) -> dict:
+    return {
+        "image": str(path),
+        "status": "ok",
+        "width": stats.width,
+        "height": stats.height,
+        "lesion_area_px": stats.area_px,
+        "lesion_area_fraction": _fmt(stats.area_fraction, 6),
+        "mean_confidence": _fmt(stats.mean_confidence, 4),
+        "uncertainty": _fmt(stats.uncertainty, 4),
+        "flags": _format_flags(stats.flags),
+        "mask": str(mask),
+        "overlay": str(overlay or ""),
+        "probability": str(probability) if probability is not None and probability.is_file() else "",
+        "uncertainty_map": str(uncertainty_map or ""),
+        "error": "",
+    }
+
+
+def _format_flags(flags) -> str:
+    from egeunet_monai.inference.quality import format_flags
+
+    return format_flags(flags)
+
+
 def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, overlay: bool = False,
                 progress: bool = True, uncertainty_map: bool = False) -> int:
-    """Segment every image of ``inputs`` with ``predictor`` (a :class:`~egeunet_monai.inference.LesionPredictor`
+    """Segment every image of ``inputs`` with ``predictor`` (from :func:`~egeunet_monai.inference.open_predictor`,
     writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed.
-    With ``uncertainty_map`` also ``<id>_uncertainty.png`` (:func:`uncertainty_map_png` of the probability)."""
+
+    A :class:`~egeunet_monai.inference.BatchPredictor` runs as a pipeline (decoding, batched network calls and
+    writing overlap; it writes the overlays itself when made with ``save_overlays``); a
+    :class:`~egeunet_monai.inference.LesionPredictor` (test-time augmentation) goes image by image, and with
+    ``uncertainty_map`` also writes ``<id>_uncertainty.png`` (:func:`uncertainty_map_png` of the probability)."""
     from tqdm import tqdm
 
-    from egeunet_monai.inference import format_flags, load_photo
-    from egeunet_monai.visualize import draw_overlay
+    from egeunet_monai.inference.batch import BatchPredictor
 
     files, failed = collect_inputs(inputs)
     rows: list[dict] = [{"image": name, "status": "failed", "error": why} for name, why in failed]
     for name, why in failed:
         print(f"FAILED {name}: {why}", file=sys.stderr)
 
-    bar = tqdm(files, desc="segmenting", unit="image", disable=not progress or not files, file=sys.stderr)
-    for path in bar:
-        bar.set_postfix_str(path.name, refresh=False)
-        try:
-            with warnings.catch_warnings():
-                # conversions (grayscale -> RGB...) are normal for user photos: one line each, not a traceback
-                warnings.simplefilter("ignore")
-                mask, probability, stats = predictor.predict(path)
-                overlay_path = map_path = ""
-                if overlay:
-                    overlay_path = out_dir / f"{path.stem}_overlay.png"
-                    Image.fromarray(draw_overlay(load_photo(path), mask)).save(overlay_path)
-                if uncertainty_map:
-                    map_path = out_dir / f"{path.stem}_uncertainty.png"
-                    Image.fromarray(uncertainty_map_png(probability)).save(map_path)
-        except Exception as err:  # one file's failure, whatever it is, must not stop the batch
-            why = _reason(err, path)
-            tqdm.write(f"FAILED {path}: {why}", file=sys.stderr)
-            rows.append({"image": str(path), "status": "failed", "error": why})
-            failed.append((str(path), why))
-            continue
-        prob_path = predictor.probability_path(path)
-        rows.append({
-            "image": str(path),
-            "status": "ok",
-            "width": stats.width,
-            "height": stats.height,
-            "lesion_area_px": stats.area_px,
-            "lesion_area_fraction": _fmt(stats.area_fraction, 6),
-            "mean_confidence": _fmt(stats.mean_confidence, 4),
-            "uncertainty": _fmt(stats.uncertainty, 4),
-            "flags": format_flags(stats.flags),
-            "mask": str(predictor.mask_path(path)),
-            "overlay": str(overlay_path),
-            "probability": str(prob_path) if prob_path.is_file() else "",
-            "uncertainty_map": str(map_path),
-            "error": "",
-        })
+    bar = tqdm(total=len(files), desc="segmenting", unit="image", disable=not progress or not files, file=sys.stderr)
+
+    def fail(path: Path, why: str) -> None:
+        tqdm.write(f"FAILED {path}: {why}", file=sys.stderr)
+        rows.append({"image": str(path), "status": "failed", "error": why})
+        failed.append((str(path), why))
+
+    if isinstance(predictor, BatchPredictor):
+        with warnings.catch_warnings():
+            # conversions (grayscale -> RGB...) are normal for user photos: one line each, not a traceback
+            warnings.simplefilter("ignore")
+            for result in predictor.predict(files):
+                bar.update()
+                bar.set_postfix_str(result.path.name, refresh=False)
+                if result.error is not None:
+                    prefix = f"{result.path}: "
+                    fail(result.path, result.error[len(prefix):] if result.error.startswith(prefix) else result.error)
+                    continue
+                rows.append(_row(result.path, result.stats, result.mask_path, result.overlay_path,
+                                 result.probability_path, None))
+    else:
+        for path in files:
+            bar.update()
+            bar.set_postfix_str(path.name, refresh=False)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    overlay_path = map_path = None
+                    mask, probability, stats = predictor.predict(path)
+                    if overlay:
+                        from egeunet_monai.inference import load_photo
+                        from egeunet_monai.visualize import draw_overlay
+
+                        overlay_path = out_dir / f"{path.stem}_overlay.png"
+                        Image.fromarray(draw_overlay(load_photo(path), mask)).save(overlay_path)
+                    if uncertainty_map:
+                        map_path = out_dir / f"{path.stem}_uncertainty.png"
+                        Image.fromarray(uncertainty_map_png(probability)).save(map_path)
+            except Exception as err:  # one file's failure, whatever it is, must not stop the batch
+                fail(path, _reason(err, path))
+                continue
+            rows.append(_row(path, stats, predictor.mask_path(path), overlay_path, predictor.probability_path(path),
+                             map_path))
     bar.close()
 
     csv_path = out_dir / CSV_NAME

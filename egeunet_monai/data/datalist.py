@@ -12,10 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from monai.data import load_decathlon_datalist
 
 from egeunet_monai.data.errors import DermoscopyInputError, DermoscopyInputWarning
-from egeunet_monai.data.reader import MASK_STEM_SUFFIX, oriented_size
+from egeunet_monai.data.photo import MASK_STEM_SUFFIX, oriented_size
 from egeunet_monai.files import write_json_atomic
 
 __all__ = [
@@ -228,6 +227,8 @@ def _reuse_split(split_file: Path, items: list[dict], seed: int, val_fraction: f
 
 
 def _from_datalist_file(datalist_file: str, val_fraction: float, seed: int) -> dict:
+    from monai.data import load_decathlon_datalist  # here: listing images for inference needs no MONAI
+
     path = Path(datalist_file).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: datalist file not found.")

@@ -1,60 +1,90 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
-"""Inference on the user's own images with the bundle's pipeline (shared by the CLI and the web viewer)."""
+"""Inference on the user's own images with the bundle's pipeline (shared by the CLI and the web viewer).
 
-from egeunet_monai.inference.predictor import (
-    ONNX_INSTALL_HINT,
-    LesionPredictor,
-    LesionStats,
-    Prediction,
-    default_bundle_root,
-    load_photo,
-)
-from egeunet_monai.inference.batch import BatchPredictor, ImageResult, predict_folder, prepare_image, restore_mask
-from egeunet_monai.inference.runtime import RUNTIMES, InferenceRuntime, load_runtime, onnx_cache_dir
+The names are imported on first use (PEP 562), so that ``egeunet_monai.inference.runtime`` and ``.batch`` (what
+``egeunet-monai predict`` runs) do not import MONAI, which the predictor and the TTA inferer need."""
 
-__all__ = ["ONNX_INSTALL_HINT", "LesionPredictor", "LesionStats", "Prediction", "default_bundle_root", "load_photo"]
-from egeunet_monai.inference.quality import QUALITY_FLAGS, QualityThresholds, format_flags, quality_flags
-from egeunet_monai.inference.tta import (
-    DIHEDRAL_VIEWS,
-    DihedralTTAInferer,
-    DihedralView,
-    TTAResult,
-    binary_entropy,
-    dihedral_inverse,
-    dihedral_transform,
-    dihedral_views,
-    inverse_dihedral_views,
-    lesion_entropy,
-    predict_with_tta,
-    tta_inferer,
-)
+from __future__ import annotations
 
-__all__ += [
-    "DIHEDRAL_VIEWS",
-    "QUALITY_FLAGS",
-    "DihedralTTAInferer",
-    "DihedralView",
-    "QualityThresholds",
-    "TTAResult",
-    "binary_entropy",
-    "dihedral_inverse",
-    "dihedral_transform",
-    "dihedral_views",
-    "format_flags",
-    "inverse_dihedral_views",
-    "lesion_entropy",
-    "predict_with_tta",
-    "quality_flags",
-    "tta_inferer",
-]
-__all__ += [
-    "RUNTIMES",
-    "BatchPredictor",
-    "ImageResult",
-    "InferenceRuntime",
-    "load_runtime",
-    "onnx_cache_dir",
-    "predict_folder",
-    "prepare_image",
-    "restore_mask",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers, and for scripts/build_bundle.py, which follows import statements
+    from egeunet_monai.inference.predictor import (
+        ONNX_INSTALL_HINT,
+        LesionPredictor,
+        LesionStats,
+        Prediction,
+        default_bundle_root,
+        inference_config,
+        load_photo,
+        open_predictor,
+    )
+    from egeunet_monai.inference.batch import BatchPredictor, ImageResult, predict_folder, prepare_image, restore_mask
+    from egeunet_monai.inference.runtime import RUNTIMES, InferenceRuntime, load_runtime, onnx_cache_dir
+    from egeunet_monai.inference.quality import QUALITY_FLAGS, QualityThresholds, format_flags, quality_flags
+    from egeunet_monai.inference.tta import (
+        DIHEDRAL_VIEWS,
+        DihedralTTAInferer,
+        DihedralView,
+        TTAResult,
+        binary_entropy,
+        dihedral_inverse,
+        dihedral_transform,
+        dihedral_views,
+        inverse_dihedral_views,
+        lesion_entropy,
+        predict_with_tta,
+        tta_inferer,
+    )
+
+# name -> the module that defines it
+_EXPORTS = {
+    "ONNX_INSTALL_HINT": "predictor",
+    "LesionPredictor": "predictor",
+    "LesionStats": "predictor",
+    "Prediction": "predictor",
+    "default_bundle_root": "predictor",
+    "inference_config": "predictor",
+    "load_photo": "predictor",
+    "open_predictor": "predictor",
+    "BatchPredictor": "batch",
+    "ImageResult": "batch",
+    "predict_folder": "batch",
+    "prepare_image": "batch",
+    "restore_mask": "batch",
+    "RUNTIMES": "runtime",
+    "InferenceRuntime": "runtime",
+    "load_runtime": "runtime",
+    "onnx_cache_dir": "runtime",
+    "QUALITY_FLAGS": "quality",
+    "QualityThresholds": "quality",
+    "format_flags": "quality",
+    "quality_flags": "quality",
+    "DIHEDRAL_VIEWS": "tta",
+    "DihedralTTAInferer": "tta",
+    "DihedralView": "tta",
+    "TTAResult": "tta",
+    "binary_entropy": "tta",
+    "dihedral_inverse": "tta",
+    "dihedral_transform": "tta",
+    "dihedral_views": "tta",
+    "inverse_dihedral_views": "tta",
+    "lesion_entropy": "tta",
+    "predict_with_tta": "tta",
+    "tta_inferer": "tta",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -2,15 +2,18 @@
 """Lesion masks for many photographs at once: the bundle's inference pipeline as a pipeline of threads.
 
 ``predict_folder("photos/", "masks/", "model.pt")`` writes ``<stem>_mask.png`` (and with ``save_probabilities``
-``<stem>_prob.png``, with ``save_overlays`` ``<stem>_overlay.png``) for every image, as ``configs/inference.json`` does, and returns one :class:`ImageResult` per
-image. While the network computes one batch, worker threads decode and resize the next images and write the masks
-of the previous batch (PIL and PyTorch release the GIL while they work). A file that cannot be read is reported by
-name and skipped; the others go on.
+``<stem>_prob.png``, with ``save_overlays`` ``<stem>_overlay.png``) for every image, as ``configs/inference.json``
+does, and returns one :class:`ImageResult` per image. While the network computes one batch, worker threads decode
+and resize the next images and write the masks of the previous batch (PIL and PyTorch release the GIL while they
+work). A file that cannot be read is reported by name and skipped; the others go on. ``egeunet-monai predict`` and
+the viewer (:meth:`BatchPredictor.predict_one`) segment with it, and it imports no MONAI: start-up is the seconds a
+small folder takes.
 
 The computation is the bundle's, image for image (``tests/inference/test_batch_predict.py`` compares the masks):
 min-max scaling of the whole image to [0, 255], MONAI's ``Resize`` to 256 x 256 (bilinear, with its Gaussian
-anti-aliasing), the network, sigmoid, bilinear resize back to the image's own size, threshold 0.5. Two things are
-done differently, for speed, each the same function up to float rounding:
+anti-aliasing), the network, sigmoid, bilinear resize back to the image's own size, threshold 0.5, the quality
+flags of that mask, then the config's clean-up (hole filling by default). Two things are done differently, for
+speed, each the same function up to float rounding:
 
 - the resize is MONAI's ``Resize`` applied once per image size to the unit vectors of each axis, kept as two
   sparse matrices (256 x H and 256 x W), and applied as two sparse matrix products, the min-max scaling after them:
@@ -35,9 +38,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from egeunet_monai.threads import intra_op_thread_pool
+from egeunet_monai.threads import ThreadPoolOwner, intra_op_thread_pool
 
-__all__ = ["BatchPredictor", "ImageResult", "predict_folder", "prepare_image", "resize_matrix", "restore_mask"]
+__all__ = [
+    "BatchPredictor",
+    "ImageResult",
+    "fill_holes",
+    "predict_folder",
+    "prepare_image",
+    "resize_matrix",
+    "restore_mask",
+]
 
 # zlib level 1: a binary mask compresses almost as well as at the default level 6, several times faster
 PNG_COMPRESS_LEVEL = 1
@@ -46,18 +57,30 @@ PNG_COMPRESS_LEVEL = 1
 def resize_matrix(size: int, out: int) -> torch.Tensor:
     """MONAI's ``Resize(mode="bilinear", anti_aliasing=True)`` along one axis of ``size`` pixels to ``out``, as an
     ``out x size`` matrix: the transform applied to the unit vectors of that axis (the other axis is left as it is,
-    which ``Resize`` does exactly). Resizing an image is separable, so ``A_h @ image @ A_w.T`` is MONAI's resize."""
-    from monai.transforms import Resize
-    from monai.utils import convert_to_tensor
+    which ``Resize`` does exactly). Resizing an image is separable, so ``A_h @ image @ A_w.T`` is MONAI's resize.
 
+    Made with MONAI's operations in PyTorch, not with MONAI itself (which ``predict`` does not import): when
+    shrinking, ``GaussianSmooth`` with skimage's sigma ``(size / out - 1) / 2`` (``gaussian_1d``, ``erf``
+    approximation, truncated at 4 sigma, zero padding), then ``F.interpolate`` (linear, ``align_corners=False``).
+    ``tests/inference/test_batch_predict.py`` checks it against MONAI's ``Resize``."""
+    kernel = None
+    if out < size:
+        # float32 as MONAI computes it: factors = Tensor(in) / Tensor(out), sigma = max(0, (factor - 1) / 2)
+        sigma = torch.clamp((torch.tensor(float(size)) / torch.tensor(float(out)) - 1) / 2, min=0.0)
+        tail = int(max(float(sigma) * 4.0, 0.5) + 0.5)
+        x = torch.arange(-tail, tail + 1, dtype=torch.float)
+        t = 0.70710678 / torch.abs(sigma)
+        kernel = (0.5 * ((t * (x + 0.5)).erf() - (t * (x - 0.5)).erf())).clamp(min=0)
     chunk = min(size, 512)  # unit vectors a few hundred at a time: memory stays small for large photographs
     columns = []
     for start in range(0, size, chunk):
         count = min(chunk, size - start)
-        basis = torch.zeros(1, size, count)
-        basis[0, torch.arange(start, start + count), torch.arange(count)] = 1.0
-        resized = Resize((out, count), mode="bilinear", anti_aliasing=True)(basis)
-        columns.append(convert_to_tensor(resized, track_meta=False).reshape(out, count))
+        basis = torch.zeros(count, 1, size)
+        basis[torch.arange(count), 0, torch.arange(start, start + count)] = 1.0
+        if kernel is not None:
+            basis = F.conv1d(basis, kernel.view(1, 1, -1), padding=tail)
+        resized = F.interpolate(basis, size=out, mode="linear", align_corners=False)
+        columns.append(resized[:, 0, :].T)
     return torch.cat(columns, dim=1).contiguous()
 
 
@@ -120,6 +143,20 @@ def restore_mask(probability: torch.Tensor, height: int, width: int, threshold: 
     return prob, np.where(prob >= threshold, 255, 0).astype(np.uint8)
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """MONAI's ``FillHoles()`` of one binary H x W mask: SciPy's ``binary_fill_holes`` with full connectivity,
+    computed by labelling the background once (8-connected, as that structure) and keeping what touches the border:
+    the same pixels (tests/inference/test_start_up.py), 2 ms instead of 9 ms for a PH2 photograph's lesion (one
+    thread), where ``binary_fill_holes`` dilates from the border one step at a time."""
+    from scipy import ndimage
+
+    background, count = ndimage.label(~mask, structure=np.ones((3, 3), dtype=bool))
+    filled = np.ones(count + 1, dtype=bool)  # per label: label 0 is the mask itself, kept
+    filled[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    filled[0] = True
+    return filled[background]
+
+
 @dataclass(frozen=True)
 class ImageResult:
     """What :meth:`BatchPredictor.predict` did with one image.
@@ -133,6 +170,8 @@ class ImageResult:
         width: image width in pixels.
         area_px: lesion pixels in the mask.
         mean_confidence: mean probability over the lesion pixels; NaN when the mask is empty.
+        flags: the quality flags of the thresholded mask (:func:`~egeunet_monai.inference.quality.quality_flags`,
+            before the clean-up of holes and pieces, as :class:`~egeunet_monai.inference.LesionPredictor` reports).
         error: why the image was skipped (the reader's message, which names the file), else ``None``.
     """
 
@@ -144,10 +183,19 @@ class ImageResult:
     width: int = 0
     area_px: int = 0
     mean_confidence: float = math.nan
+    flags: tuple[str, ...] = ()
     error: str | None = None
 
+    @property
+    def stats(self):
+        """The :class:`~egeunet_monai.inference.LesionStats` of this image (what the CSV and the viewer show)."""
+        from egeunet_monai.inference.predictor import LesionStats
 
-class BatchPredictor:
+        return LesionStats(self.width, self.height, self.area_px, self.area_px / float(self.width * self.height),
+                           self.mean_confidence, flags=self.flags)
+
+
+class BatchPredictor(ThreadPoolOwner):
     """Segment many images with a runtime of :func:`~egeunet_monai.inference.runtime.load_runtime`, in batches,
     with decoding, resizing and writing on worker threads.
 
@@ -161,6 +209,10 @@ class BatchPredictor:
         image_size: (height, width) the network runs at.
         save_probabilities: also write ``<stem>_prob.png`` (probability x 255, as the bundle's ``SaveImaged``).
         save_overlays: also write ``<stem>_overlay.png``: the mask's outline on the photograph.
+        fill_holes: fill the mask's holes (MONAI's ``FillHoles``), as ``configs/inference.json``'s ``fill_holes``.
+        largest_component: keep the largest piece only (MONAI's ``KeepLargestConnectedComponent``; needs
+            scikit-image), as the config's ``largest_component``.
+        device: where the network's input goes (the runtime's device: ``"cpu"`` for ONNX Runtime).
     """
 
     def __init__(
@@ -173,9 +225,10 @@ class BatchPredictor:
         image_size: Sequence[int] = (256, 256),
         save_probabilities: bool = False,
         save_overlays: bool = False,
+        fill_holes: bool = True,
+        largest_component: bool = False,
+        device: str | torch.device = "cpu",
     ) -> None:
-        from egeunet_monai.data import DermoscopyImageReader
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.runtime = runtime
@@ -186,31 +239,63 @@ class BatchPredictor:
         self.image_size = tuple(int(s) for s in image_size)
         self.save_probabilities = bool(save_probabilities)
         self.save_overlays = bool(save_overlays)
-        # rows first (H x W), as the arrays are written; the reader's checks name the file that fails them
-        self.reader = DermoscopyImageReader(kind="image", reverse_indexing=False)
+        self.fill_holes = bool(fill_holes)
+        self.largest_component = bool(largest_component)
+        self.device = torch.device(device)
+        self.tta = False  # no test-time augmentation: that is LesionPredictor's (see open_predictor)
+        # predict_one's steps around the network run on these threads, one PyTorch thread each (see predict)
+        self.intra_op_threads = 1
+        self.thread_name_prefix = "egeunet-one"
+        #: the weights file the runtime was made from (the viewer shows it)
+        self.weights = getattr(runtime, "weights", None)
+
+    def _read(self, path: Path):
+        """``(network input, (height, width), photograph or None)``; raises ``DermoscopyInputError``."""
+        from egeunet_monai.data.photo import read_photo
+
+        # the bundle reader's array (rows first, EXIF orientation, RGB) and checks, which name the failing file
+        array = read_photo(path)
+        photo = array if self.save_overlays else None  # kept only to draw on
+        return prepare_image(array, self.image_size), array.shape[:2], photo
 
     def _load(self, path: Path):
-        from egeunet_monai.data import DermoscopyInputError
+        from egeunet_monai.data.errors import DermoscopyInputError
 
         try:
-            array, _ = self.reader.get_data(self.reader.read(str(path)))
+            return self._read(path)
         except DermoscopyInputError as err:
             return ImageResult(path, error=str(err))
-        photo = np.asarray(array) if self.save_overlays else None  # kept only to draw on
-        return prepare_image(np.asarray(array), self.image_size), array.shape[:2], photo
+        except Exception as err:  # one file's failure, whatever it is, must not stop the others
+            return ImageResult(path, error=f"{path}: {type(err).__name__}: {err}")
 
-    def _write(self, path: Path, logits: torch.Tensor, height: int, width: int, photo) -> ImageResult:
+    def _clean(self, mask: np.ndarray) -> np.ndarray:
+        """The config's clean-up after the threshold: MONAI's ``KeepLargestConnectedComponent`` (only when asked:
+        it imports MONAI), then MONAI's ``FillHoles`` as :func:`fill_holes` computes it."""
+        if self.largest_component:
+            from monai.transforms import KeepLargestConnectedComponent
+
+            kept = KeepLargestConnectedComponent()(torch.from_numpy((mask > 0).astype(np.float32))[None])
+            mask = np.where(np.asarray(kept)[0] > 0, 255, 0).astype(np.uint8)
+        if self.fill_holes:
+            mask = np.where(fill_holes(mask > 0), 255, 0).astype(np.uint8)
+        return mask
+
+    def _finish(self, path: Path, logits: torch.Tensor, height: int, width: int, photo):
+        """Threshold, flags, clean-up and files of one image: ``(ImageResult, mask, probability)``."""
         from PIL import Image
 
+        from egeunet_monai.inference.quality import quality_flags
         from egeunet_monai.visualize import draw_overlay
 
         # the sigmoid here, on a worker thread with one PyTorch thread, rather than on the network's thread
-        prob, mask = restore_mask(torch.sigmoid(logits), height, width, self.threshold)
-        mask_path = self.output_dir / f"{path.stem}_mask.png"
+        prob, thresholded = restore_mask(torch.sigmoid(logits), height, width, self.threshold)
+        flags = tuple(quality_flags(thresholded))
+        mask = self._clean(thresholded)
+        mask_path = self.mask_path(path)
         Image.fromarray(mask).save(mask_path, compress_level=PNG_COMPRESS_LEVEL)
         prob_path = None
         if self.save_probabilities:
-            prob_path = self.output_dir / f"{path.stem}_prob.png"
+            prob_path = self.probability_path(path)
             # the bundle's PILWriter: clip to [0, 1], scale by 255, cast (truncating) to uint8
             scaled = (np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
             Image.fromarray(scaled).save(prob_path, compress_level=PNG_COMPRESS_LEVEL)
@@ -221,7 +306,44 @@ class BatchPredictor:
         lesion = mask > 0
         area = int(lesion.sum())
         confidence = float(prob[lesion].mean()) if area else math.nan
-        return ImageResult(path, mask_path, prob_path, overlay_path, height, width, area, confidence)
+        result = ImageResult(path, mask_path, prob_path, overlay_path, height, width, area, confidence, flags)
+        return result, mask, prob
+
+    def _write(self, path: Path, logits: torch.Tensor, height: int, width: int, photo) -> ImageResult:
+        try:
+            return self._finish(path, logits, height, width, photo)[0]
+        except Exception as err:  # e.g. a full disk: reported for this file, the others go on
+            return ImageResult(path, height=height, width=width, error=f"{path}: {type(err).__name__}: {err}")
+
+    def _infer(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The runtime's logits of a batch, as float32 on the CPU."""
+        return torch.as_tensor(self.runtime(torch.stack(images).to(self.device))).float().cpu()
+
+    def mask_path(self, path: str | os.PathLike) -> Path:
+        """Where the mask of ``path`` is written: ``<output_dir>/<stem>_mask.png``."""
+        return self.output_dir / f"{Path(path).stem}_mask.png"
+
+    def probability_path(self, path: str | os.PathLike) -> Path:
+        """Where the probability map of ``path`` is written (with ``save_probabilities``)."""
+        return self.output_dir / f"{Path(path).stem}_prob.png"
+
+    def predict_one(self, path: str | os.PathLike):
+        """One image, on the calling thread, by the same steps as :meth:`predict` (the viewer's request; the
+        ``predict`` command's masks are these): a :class:`~egeunet_monai.inference.Prediction`, the mask written.
+
+        Raises:
+            egeunet_monai.data.DermoscopyInputError: the file cannot be read as a photograph (the message names it).
+        """
+        from egeunet_monai.inference.predictor import Prediction
+
+        path = Path(path)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # on a worker with one PyTorch thread: with two, the sparse resize took 58 ms instead of 2 (2-core EPYC)
+        pool = self._thread_pool()
+        image, (height, width), photo = pool.submit(self._read, path).result()
+        logits = self._infer([image])[0]
+        result, mask, prob = pool.submit(self._finish, path, logits, height, width, photo).result()
+        return Prediction(mask, prob, result.stats)
 
     def predict(self, files: Iterable[str | os.PathLike]) -> Iterator[ImageResult]:
         """Segment ``files``, yielding one result per file in their order (failed files included, with
@@ -272,7 +394,7 @@ class BatchPredictor:
                 pending.append(placeholder)
                 batch.append((path, *loaded, placeholder))
             if batch:
-                logits = torch.as_tensor(self.runtime(torch.stack([item[1] for item in batch]))).float().cpu()
+                logits = self._infer([item[1] for item in batch])
                 for (path, _, (height, width), photo, placeholder), image_logits in zip(batch, logits):
                     write = pool.submit(self._write, path, image_logits, height, width, photo)
                     write.add_done_callback(lambda f, p=placeholder: _forward_result(f, p))
@@ -319,7 +441,7 @@ def predict_folder(
     """
     from tqdm import tqdm
 
-    from egeunet_monai.data import list_images
+    from egeunet_monai.data.datalist import list_images
     from egeunet_monai.inference.runtime import load_runtime
 
     if isinstance(inputs, (str, os.PathLike)):

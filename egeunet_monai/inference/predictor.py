@@ -14,16 +14,19 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from egeunet_monai.inference.runtime import ONNX_INSTALL_HINT
+
 __all__ = [
     "ONNX_INSTALL_HINT",
     "LesionPredictor",
     "LesionStats",
     "Prediction",
     "default_bundle_root",
+    "inference_config",
     "load_photo",
+    "open_predictor",
 ]
 
-ONNX_INSTALL_HINT = "pip install egeunet-monai[onnx]"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
 
 
@@ -86,13 +89,22 @@ class Prediction(NamedTuple):
 
 
 def load_photo(path: str | os.PathLike) -> np.ndarray:
-    """The photograph as H x W x 3 ``uint8``, read with the same checked reader (and EXIF orientation) as the
-    bundle, so that an overlay lines up with the mask."""
-    from egeunet_monai.data import DermoscopyImageReader
+    """The photograph as H x W x 3 ``uint8``, read with the same checks (and EXIF orientation) as the bundle's
+    reader, so that an overlay lines up with the mask (:func:`egeunet_monai.data.read_photo`, without MONAI)."""
+    from egeunet_monai.data.photo import read_photo
 
-    reader = DermoscopyImageReader(kind="image")
-    array, _ = reader.get_data(reader.read(os.fspath(path)))
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(read_photo(path))
+
+
+def _user_error_in(err: BaseException) -> BaseException | None:
+    """The first ``ImportError``, ``FileNotFoundError`` or ``ValueError`` among ``err`` and its causes, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ImportError, FileNotFoundError, ValueError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _input_error_in(err: BaseException) -> BaseException | None:
@@ -108,25 +120,204 @@ def _input_error_in(err: BaseException) -> BaseException | None:
     return None
 
 
-class _OnnxNetwork:
-    """An ONNX Runtime session that takes and returns torch tensors like the network it was exported from."""
+def inference_config(
+    weights: str | os.PathLike | None = None,
+    bundle_root: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    save_probabilities: bool = False,
+    device: str | None = None,
+    tta: bool | None = None,
+    runtime: str | None = None,
+    overrides: dict[str, Any] | None = None,
+):
+    """``configs/inference.json`` as a MONAI ``ConfigParser``, set up to segment the user's files one call at a time
+    (no datalist); the arguments are those of :class:`LesionPredictor`.
 
-    def __init__(self, path: str) -> None:
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise ImportError(
-                f"{path}: ONNX weights need onnxruntime, which is not installed: `{ONNX_INSTALL_HINT}`"
-            ) from err
-        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+    Raises:
+        FileNotFoundError: no config, or no weights file at ``weights``.
+        ValueError: ``weights`` has an unknown suffix.
+    """
+    from monai.bundle import ConfigParser
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
-        return torch.as_tensor(out, device=x.device)
+    root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
+    if config_file is None:
+        from egeunet_monai.resources import configs_dir
 
-    def eval(self) -> _OnnxNetwork:
-        return self
+        config_file = configs_dir(root) / "inference.json"
+    config_file = Path(config_file)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(root)
+    if output_dir is not None:
+        parser["output_dir"] = os.fspath(output_dir)
+    parser["save_probabilities"] = bool(save_probabilities)
+    # images come one at a time through predict(), never from the config's datalist
+    parser["input_path"] = ""
+    parser["datalist"] = []
+    if device is not None:
+        parser["device"] = f"$torch.device('{device}')"
+    if tta is not None:
+        parser["tta"] = bool(tta)
+    if runtime is not None:
+        parser["runtime"] = runtime
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    _check_weights_argument(weights)
+    if weights is not None:
+        parser["ckpt_path"] = os.fspath(weights)
+    return parser
+
+
+def config_network(parser):
+    """The config's ``network`` (:func:`~egeunet_monai.inference.runtime.load_runtime` of its weights), with the
+    runtime's own error (which names the file, or what to install) instead of MONAI's wrapper around it."""
+    try:
+        return parser.get_parsed_content("network")
+    except Exception as err:
+        cause = _user_error_in(err)
+        if cause is None:
+            raise
+        raise cause from err
+
+
+# configs/inference.json's ids that the batch predictor uses
+_BATCH_IDS = ("tta", "threshold", "fill_holes", "largest_component", "image_size", "runtime", "runtime_threads")
+
+
+def _is_expression(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("$", "@", "%"))
+
+
+def _batch_settings(config_file: Path, root: Path, weights, device, tta, runtime, overrides) -> dict | None:
+    """The batch predictor's settings from the config read as JSON, without MONAI's ``ConfigParser`` (importing MONAI
+    takes several seconds and hundreds of MiB, longer than segmenting a folder of photographs): plain values as they
+    are; the ``device`` expression (no ``@`` references) evaluated with ``torch``; ``ckpt_path``, when no weights are
+    given, as the packaged config computes it (:func:`egeunet_monai.resources.default_weights`) if it is the packaged
+    expression. ``None`` when anything else is an expression, or ``network_def`` is not the packaged network: then
+    MONAI's parser resolves the config."""
+    import json
+
+    from egeunet_monai.resources import bundle_dir, default_weights
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    packaged = config
+    packaged_file = bundle_dir() / "configs" / "inference.json"
+    if packaged_file.resolve() != config_file.resolve():
+        packaged = json.loads(packaged_file.read_text(encoding="utf-8"))
+    values = {key: config.get(key) for key in (*_BATCH_IDS, "device", "ckpt_path", "onnx_path", "network_def")}
+    values.update(overrides or {})
+    for key, value in (("tta", tta), ("runtime", runtime), ("device", device)):
+        if value is not None:
+            values[key] = value
+    if values["network_def"] != packaged.get("network_def"):
+        return None
+    if _is_expression(values["device"]) and "@" not in values["device"]:
+        import torch
+
+        try:  # as MONAI evaluates it, with the config's `import torch`
+            values["device"] = eval(values["device"][1:], {"torch": torch})
+        except Exception:  # anything more than torch: MONAI's parser, with all the config's imports
+            return None
+    if weights is not None:
+        values["weights"] = os.fspath(weights)
+    elif values["onnx_path"] and not _is_expression(values["onnx_path"]):
+        values["weights"] = values["onnx_path"]
+    elif values["ckpt_path"] == packaged.get("ckpt_path") and not values["onnx_path"]:
+        values["weights"] = default_weights(root)
+    elif values["ckpt_path"] and not _is_expression(values["ckpt_path"]):
+        values["weights"] = values["ckpt_path"]
+    else:
+        return None
+    if any(_is_expression(values[key]) for key in (*_BATCH_IDS, "device")):
+        return None
+    return values
+
+
+def open_predictor(
+    weights: str | os.PathLike | None = None,
+    bundle_root: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    save_probabilities: bool = False,
+    save_overlays: bool = False,
+    device: str | None = None,
+    tta: bool | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 8,
+    overrides: dict[str, Any] | None = None,
+):
+    """What ``egeunet-monai predict`` and the viewer segment with, by the config's ``tta``:
+
+    - without test-time augmentation, a :class:`~egeunet_monai.inference.batch.BatchPredictor` around the config's
+      network (:func:`~egeunet_monai.inference.runtime.load_runtime` of its weights, ``runtime`` and
+      ``runtime_threads``), with the config's ``image_size``, ``threshold``, ``fill_holes`` and
+      ``largest_component``: decoding, resizing and writing on worker threads, batched network calls. The config's
+      plain values are read as JSON, so that MONAI is not imported (see :func:`_batch_settings`);
+    - with it, a :class:`LesionPredictor` (the config's pipeline image by image, its TTA inferer over the same
+      runtime).
+
+    Both have ``predict_one(path)`` (the viewer's call) and ``mask_path(path)``, ``weights`` and ``tta``.
+
+    Args:
+        threads: the batch predictor's runtime's intra-op threads (else the config's ``runtime_threads``; ``None``:
+            one per core). The ``predict`` command gives the network one and the other cores to the workers.
+        batch_size: images per network call of the batch predictor.
+        others: as for :class:`LesionPredictor`; ``save_overlays`` writes ``<stem>_overlay.png`` (batch predictor).
+
+    Raises:
+        FileNotFoundError, ValueError, ImportError: as :class:`LesionPredictor` and
+            :func:`~egeunet_monai.inference.runtime.load_runtime` (missing files, unknown formats, no ONNX Runtime).
+    """
+    from egeunet_monai.flags import flag
+    from egeunet_monai.inference.batch import BatchPredictor
+    from egeunet_monai.inference.runtime import load_runtime
+    from egeunet_monai.resources import configs_dir
+
+    root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
+    config_file = configs_dir(root) / "inference.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
+    _check_weights_argument(weights)
+    settings = _batch_settings(config_file, root, weights, device, tta, runtime, overrides)
+    if settings is None:  # an edited config with expressions: MONAI's parser resolves it
+        parser = inference_config(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
+                                  overrides)
+        settings = {key: parser.get_parsed_content(key) for key in _BATCH_IDS}
+        settings["device"] = parser.get_parsed_content("device")
+        if not flag(settings["tta"], "tta"):
+            if threads is not None:
+                parser["runtime_threads"] = int(threads)
+            network = config_network(parser)
+    elif not flag(settings["tta"], "tta"):
+        network = load_runtime(settings["weights"], settings["runtime"] or "auto",
+                               threads=threads if threads is not None else settings["runtime_threads"],
+                               device=settings["device"], image_size=settings["image_size"])
+    if flag(settings["tta"], "tta"):
+        return LesionPredictor(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
+                               overrides)
+    return BatchPredictor(
+        network,
+        output_dir if output_dir is not None else tempfile.mkdtemp(prefix="egeunet_"),
+        batch_size=batch_size,
+        threshold=float(settings["threshold"]),
+        image_size=settings["image_size"],
+        save_probabilities=save_probabilities,
+        save_overlays=save_overlays,
+        fill_holes=flag(settings["fill_holes"], "fill_holes"),
+        largest_component=flag(settings["largest_component"], "largest_component"),
+        device=settings["device"],
+    )
+
+
+def _check_weights_argument(weights) -> None:
+    suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
+    if suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: weights file not found.")
 
 
 class LesionPredictor:
@@ -138,11 +329,10 @@ class LesionPredictor:
     ``python -m monai.bundle run --config_file configs/inference.json``; only the batching over a datalist is
     replaced by one call per image, so that a bad file fails alone.
 
-    Weights: a ``.pt``/``.pth`` checkpoint is loaded into the config's ``network`` by the config's own
-    ``CheckpointLoader`` handler; ``.ts`` is a TorchScript module (``torch.jit.load``, as written by the bundle's
-    ``ckpt_export``); ``.onnx`` runs with ONNX Runtime (the ``onnx`` extra). ``None`` uses the config's
-    ``ckpt_path`` (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released weights),
-    printed with the reason.
+    Weights: the config's ``network`` is :func:`~egeunet_monai.inference.runtime.load_runtime` of the weights file
+    (``.pt``/``.pth``/``.ts``/``.onnx``): ONNX Runtime by default, exported once per weights file, or the runtime
+    that ``runtime`` (the config's ``runtime`` id) asks for. ``None`` uses the config's ``ckpt_path``
+    (``egeunet_monai.engines.default_weights``: ``models/model.pt``, else the released weights).
 
     With ``tta`` (the config's ``tta`` id) the config's inferer is :class:`~egeunet_monai.inference.tta.
     DihedralTTAInferer`: the eight dihedral views are averaged, and :attr:`LesionStats.uncertainty` is their
@@ -162,6 +352,8 @@ class LesionPredictor:
         device: ``"cpu"``, ``"cuda:0"``...; default the config's (CUDA when available).
         tta: test-time augmentation over the eight dihedral views (8 forward passes per image); ``None`` keeps the
             config's ``tta`` (false in the bundle's).
+        runtime: ``"auto"``, ``"onnxruntime"``, ``"torchscript"`` or ``"eager"``; ``None`` keeps the config's
+            ``runtime`` (``"auto"``).
         overrides: further config ids to override, e.g. ``{"threshold": 0.4}``.
     """
 
@@ -174,47 +366,18 @@ class LesionPredictor:
         save_probabilities: bool = False,
         device: str | None = None,
         tta: bool | None = None,
+        runtime: str | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> None:
-        from monai.bundle import ConfigParser
         from monai.transforms import AsDiscreted
 
         from egeunet_monai.inference.tta import DihedralTTAInferer
 
         self._as_discrete = AsDiscreted
-        root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
-        if config_file is None:
-            from egeunet_monai.resources import configs_dir
-
-            config_file = configs_dir(root) / "inference.json"
-        config_file = Path(config_file)
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
         self.output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="egeunet_"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-
-        parser = ConfigParser()
-        parser.read_config(str(config_file))
-        parser["bundle_root"] = str(root)
-        parser["output_dir"] = str(self.output_dir)
-        parser["save_probabilities"] = bool(save_probabilities)
-        # images come one at a time through predict(), never from the config's datalist
-        parser["input_path"] = ""
-        parser["datalist"] = []
-        if device is not None:
-            parser["device"] = f"$torch.device('{device}')"
-        if tta is not None:
-            parser["tta"] = bool(tta)
-        for key, value in (overrides or {}).items():
-            parser[key] = value
-        suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
-        if suffix not in WEIGHT_SUFFIXES:
-            raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
-        if weights is not None:
-            if not Path(weights).is_file():
-                raise FileNotFoundError(f"{weights}: weights file not found.")
-            parser["ckpt_path"] = os.fspath(weights)
-
+        parser = inference_config(weights, bundle_root, config_file, self.output_dir, save_probabilities, device, tta,
+                                  runtime, overrides)
         self.config = parser
         self.device = parser.get_parsed_content("device")
         self.preprocessing = parser.get_parsed_content("preprocessing")
@@ -222,25 +385,10 @@ class LesionPredictor:
         #: whether predictions average the eight dihedral views (and report their uncertainty)
         self.tta = isinstance(self.inferer, DihedralTTAInferer)
         self.postprocessing = parser.get_parsed_content("postprocessing")
-        self.weights = str(parser.get_parsed_content("ckpt_path")) if suffix in (".pt", ".pth") else os.fspath(weights)
-        self.network = self._load_network(parser, suffix)
+        self.weights = os.fspath(parser.get_parsed_content("ckpt_path"))
+        #: the config's network: an :class:`~egeunet_monai.inference.runtime.InferenceRuntime`
+        self.network = config_network(parser)
         self._lock = threading.Lock()
-
-    def _load_network(self, parser, suffix: str):
-        if suffix == ".ts":
-            return torch.jit.load(self.weights, map_location=self.device).eval()
-        if suffix == ".onnx":
-            return _OnnxNetwork(self.weights)
-        from ignite.engine import Engine
-        from monai.handlers import CheckpointLoader
-
-        network = parser.get_parsed_content("network")
-        loaders = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
-        if not loaders:
-            raise ValueError("the inference config has no CheckpointLoader handler to load the weights with.")
-        # the handler only reads the engine's epoch counters: an idle engine stands in for the evaluator
-        loaders[0](Engine(lambda engine, batch: None))
-        return network.eval()
 
     def predict(self, path: str | os.PathLike) -> Prediction:
         """Segment one image file; the bundle's postprocessing also writes ``<stem>_mask.png`` to ``output_dir``.
@@ -304,6 +452,11 @@ class LesionPredictor:
             flags=tuple(quality_flags(thresholded, uncertainty)),
         )
         return Prediction(mask, prob, stats)
+
+    def predict_one(self, path: str | os.PathLike) -> Prediction:
+        """:meth:`predict`; the name :class:`~egeunet_monai.inference.batch.BatchPredictor` shares, so that the
+        viewer takes either."""
+        return self.predict(path)
 
     def mask_path(self, path: str | os.PathLike) -> Path:
         """Where :meth:`predict` wrote the mask of ``path`` (the bundle's ``SaveImaged`` naming)."""

@@ -111,8 +111,8 @@ def _segment(predictor, store: ResultStore, work_dir: Path, data: bytes, filenam
     upload = folder / f"{result_id}{suffix}"
     upload.write_bytes(data)
     try:
-        mask, _, stats = predictor.predict(upload)
-        # the bundle's SaveImaged wrote <id>_mask.png into the predictor's folder: keep it with the result
+        mask, _, stats = predictor.predict_one(upload)
+        # the predictor wrote <id>_mask.png into its folder: keep it with the result
         shutil.move(str(predictor.mask_path(upload)), folder / f"{result_id}_mask.png")
         overlay = draw_overlay(load_photo(upload), mask, fill_alpha=0.0)
         Image.fromarray(overlay).save(folder / "overlay.jpg", quality=90)
@@ -127,14 +127,15 @@ def _segment(predictor, store: ResultStore, work_dir: Path, data: bytes, filenam
 
 def create_app(predictor, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, work_dir: str | Path | None = None,
                capacity: int = 100):
-    """The Starlette app around a loaded :class:`~egeunet_monai.inference.LesionPredictor`.
+    """The Starlette app around a loaded predictor of :func:`~egeunet_monai.inference.open_predictor` (the
+    ``predict`` command's: its masks are the command's).
 
     Routes: ``GET /`` the page; ``POST /api/segment`` the photo as the raw body (``X-File-Name`` header: its
     URL-encoded name) -> JSON with the result id, the stats and the URLs below; ``GET /api/results/{id}/overlay.jpg``
     and ``/mask.png``. Errors are JSON ``{"error": message}`` with a 4xx status.
 
     Args:
-        predictor: the model, loaded once and shared by all requests (its ``predict`` is thread-safe).
+        predictor: the model, loaded once and shared by all requests (its ``predict_one`` is thread-safe).
         max_upload_bytes: larger uploads are refused with 413.
         work_dir: where uploads and results are kept; default a new temporary folder, removed at shutdown.
         capacity: how many results are kept for display and download.

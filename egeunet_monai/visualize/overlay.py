@@ -37,17 +37,22 @@ def draw_overlay(
 ) -> np.ndarray:
     """The photo (H x W x 3 uint8) with the predicted lesion tinted and outlined in red and the ground truth
     outlined in green. Masks are H x W, non-zero inside the lesion."""
-    out = np.asarray(image, dtype=np.float32).copy()
+    # uint8 throughout, float only for the tinted pixels (the viewer draws on every upload): the same pixels as
+    # blending the whole photo in float and truncating once
+    out = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=-1)
     thickness = thickness or max(1, round(max(out.shape[:2]) / 200))
     if prediction is not None:
         pred = np.asarray(prediction) > 0
-        out[pred] = (1 - fill_alpha) * out[pred] + fill_alpha * np.array(PREDICTION_COLOUR, dtype=np.float32)
+        if fill_alpha:
+            tinted = (1 - fill_alpha) * out[pred].astype(np.float32) + fill_alpha * np.array(
+                PREDICTION_COLOUR, dtype=np.float32)
+            out[pred] = np.clip(tinted, 0, 255).astype(np.uint8)
         out[mask_outline(pred, thickness)] = PREDICTION_COLOUR
     if ground_truth is not None:
         out[mask_outline(np.asarray(ground_truth) > 0, thickness)] = GROUND_TRUTH_COLOUR
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return out
 
 
 def overlay_sheet(

@@ -8,7 +8,8 @@ RSS of the process, and the mean Dice between its masks and the plain loop's.
   this project's ``EGEUNet``, eval mode, eager, PyTorch's default threads): PIL decode, min-max scaling to
   [0, 255], resize to 256 x 256 (``F.interpolate`` bilinear with anti-aliasing), the network at batch 1, sigmoid,
   resize back (bilinear), threshold 0.5, PNG;
-- ``egeunet-monai predict`` as it is in this checkout;
+- ``egeunet-monai predict`` as it is in this checkout (``cli``), and with ``--runtime eager`` (``cli-eager``: the
+  masks the default runtime's must agree with);
 - ``predict_folder`` (egeunet_monai/inference/batch.py) with worker threads, and with DataLoader worker processes
   for decoding instead (the same functions), to choose between them.
 
@@ -183,9 +184,12 @@ def main(argv=None) -> None:
         "plain": ("plain loop (original network, eager, batch 1, PyTorch's default threads)",
                   me + ["--child", "plain", "--threads", "0"]),
         "plain-1": ("plain loop (original network, eager, batch 1, 1 thread)", me + ["--child", "plain"]),
-        "cli": ("egeunet-monai predict (this checkout)",
+        "cli": ("egeunet-monai predict (this checkout, default runtime, batch 8)",
                 [str(Path(sys.executable).with_name("egeunet-monai")), "predict", str(inputs), "--device", "cpu",
                  "--weights", args.weights, "--no-progress"]),
+        "cli-eager": ("egeunet-monai predict --runtime eager (the PyTorch network, batch 8)",
+                      [str(Path(sys.executable).with_name("egeunet-monai")), "predict", str(inputs), "--device",
+                       "cpu", "--weights", args.weights, "--no-progress", "--runtime", "eager"]),
     }  # fmt: skip
     for v in args.variants:
         if v.startswith("threads-"):
@@ -202,7 +206,7 @@ def main(argv=None) -> None:
         out = tmp / f"out_{v}"
         out.mkdir()
         outs[v] = out
-        if v == "cli":
+        if v.startswith("cli"):
             cmd = cmd + ["--out", str(out)]
         else:
             cmd = cmd + ["--input", str(inputs), "--out", str(out), "--weights", args.weights]
@@ -213,12 +217,16 @@ def main(argv=None) -> None:
                      str(written)])  # fmt: skip
         print(rows[-1], flush=True)
     base = rows[0][1]
+    eager = "cli-eager" if "cli-eager" in outs else None
     for row, v in zip(rows, args.variants):
         row.insert(2, f"{float(row[1]) / float(base):.2f}x")
         row.append(f"{mean_dice(outs[v], outs[args.variants[0]]):.4f}")
+        if eager:
+            row.append(f"{mean_dice(outs[v], outs[eager]):.4f}")
     print(f"\n{args.images} full-size PH2 photographs ({len(photos)} distinct), one whole process each, run once")
     print(markdown(["path", "images/s", "vs plain loop", "wall s", "CPU s", "peak RSS MiB", "masks",
-                    f"mean Dice vs {args.variants[0]}"], rows))  # fmt: skip
+                    f"mean Dice vs {args.variants[0]}"] + (["mean Dice vs predict --runtime eager"] if eager else []),
+                   rows))  # fmt: skip
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -132,13 +132,14 @@ def test_missing_weights_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
     assert "nope.pt: weights file not found" in capsys.readouterr().err
 
 
-def test_onnx_weights_without_onnxruntime_name_the_extra_to_install(tmp_path, monkeypatch):
-    from egeunet_monai.inference.predictor import _OnnxNetwork
-
+def test_onnx_weights_without_onnxruntime_name_the_extra_to_install(tmp_path, monkeypatch, capsys):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not read: the missing runtime is found first")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install egeunet-monai\[onnx\]"):
-        _OnnxNetwork(str(tmp_path / "model.onnx"))
-    assert ONNX_INSTALL_HINT == "pip install egeunet-monai[onnx]"
+    code = main(["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--weights", str(onnx)])
+    assert code == 2
+    assert ONNX_INSTALL_HINT in capsys.readouterr().err
+    assert ONNX_INSTALL_HINT == "pip install 'egeunet-monai[onnx]'"
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -199,3 +199,19 @@ def test_int8_edge_export_loads_as_it_is(tmp_path, real_images):
         assert got.shape == expected.shape
         dice = [(2 * (g & e).sum() / max(int(g.sum() + e.sum()), 1)).item() for g, e in zip(got, expected)]
         assert min(dice) >= INT8_MIN_DICE, dice
+    # `--weights model_int8.onnx` in predict/serve (open_predictor) and `--ckpt_path model_int8.onnx` in the bundle
+    from monai.bundle import ConfigParser
+
+    from egeunet_monai.inference import open_predictor
+
+    predictor = open_predictor(int8, output_dir=tmp_path / "masks", device="cpu")
+    assert predictor.runtime.name == "onnxruntime" and predictor.runtime.weights == str(int8)
+    photo = require_shared_data("ph2", "images", "IMD002.jpg")
+    mask, _, stats = predictor.predict_one(photo)
+    assert mask.shape == (572, 765) and stats.area_px > 0
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "configs" / "inference.json"))
+    parser["bundle_root"] = str(REPO_ROOT)
+    parser["ckpt_path"] = str(int8)
+    network = parser.get_parsed_content("network")
+    assert network.name == "onnxruntime" and "as given" in network.reason

@@ -14,9 +14,10 @@ UPLOAD_LIMIT = 1024 * 1024  # small, so that the tests need no large files
 
 @pytest.fixture(scope="session")
 def viewer_predictor(tiny_bundle_weights, tmp_path_factory):
-    from egeunet_monai.inference import LesionPredictor
+    from egeunet_monai.inference import open_predictor
 
-    return LesionPredictor(tiny_bundle_weights, output_dir=tmp_path_factory.mktemp("viewer_masks"), device="cpu")
+    # what `egeunet-monai serve` makes: the predict command's batch predictor, ONNX Runtime by default
+    return open_predictor(tiny_bundle_weights, output_dir=tmp_path_factory.mktemp("viewer_masks"), device="cpu")
 
 
 @pytest.fixture(scope="session")

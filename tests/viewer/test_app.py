@@ -60,7 +60,7 @@ def test_concurrent_uploads_each_get_their_own_result(viewer_url, viewer_predict
     expected = {}
     for name, data in photos.items():  # one at a time, straight from the predictor
         (tmp_path / name).write_bytes(data)
-        mask, _, stats = viewer_predictor.predict(tmp_path / name)
+        mask, _, stats = viewer_predictor.predict_one(tmp_path / name)
         expected[name] = (mask, stats)
     assert len({stats.area_px for _, stats in expected.values()}) == len(photos), "the photos must differ"
 
