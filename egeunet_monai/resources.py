@@ -47,10 +47,12 @@ def released_weights() -> Path:
 
 
 def default_weights(bundle_root: str | os.PathLike) -> str:
-    """:func:`egeunet_monai.engines.default_weights` (the config's ``ckpt_path``: ``<bundle_root>/models/model.pt``,
-    else the released weights; printed with the reason), without importing the engines (MONAI, Ignite), for the
-    ``predict`` command's start-up. The engines' function should become this one once the engines' restructuring
-    (issue 19) has landed; until then both are kept and ``tests/inference/test_start_up.py`` compares them."""
+    """The weights inference uses when none are given (``configs/inference.json``'s ``ckpt_path``), printed with the
+    reason: ``<bundle_root>/models/model.pt`` when there is one (what training on your own data writes, or the
+    released weights of a bundle written out with ``egeunet-monai bundle``), else the released weights that ship
+    with the package. A training on the synthetic default writes its model to ``runs/synthetic_model/`` instead,
+    so the quick start never replaces the released weights unasked. Here rather than in the engines so that
+    ``predict`` starts without importing MONAI."""
     import hashlib
 
     own = os.path.join(os.fspath(bundle_root), "models", "model.pt")
@@ -63,7 +65,7 @@ def default_weights(bundle_root: str | os.PathLike) -> str:
         if os.path.isfile(sums):
             with open(sums, encoding="utf-8") as f:  # sha256sum's format: "<digest>  <name>" per line
                 listed = {parts[1]: parts[0] for parts in map(str.split, f) if len(parts) == 2}
-        with open(own, "rb") as f:
+        with open(own, "rb") as f:  # a training that writes over the released weights leaves a mismatch
             released = listed.get("model.pt") == hashlib.sha256(f.read()).hexdigest()
         path = own
         why = "released weights" if released else (

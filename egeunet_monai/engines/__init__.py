@@ -1,5 +1,6 @@
+from egeunet_monai.resources import default_weights  # configs/inference.json's ckpt_path
+
 from .checkpoints import (
-    default_weights,
     latest_checkpoint,
     resume_checkpoint,
     tracking_run_name,

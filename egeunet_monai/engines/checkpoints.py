@@ -4,7 +4,6 @@ uses by default."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -12,7 +11,7 @@ import time
 from egeunet_monai.flags import flag
 
 __all__ = [
-    "default_weights", "latest_checkpoint", "resume_checkpoint", "tracking_run_name", "trained_on_synthetic_data",
+    "latest_checkpoint", "resume_checkpoint", "tracking_run_name", "trained_on_synthetic_data",
 ]
 
 _EPOCH_CHECKPOINT = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
@@ -64,33 +63,3 @@ def trained_on_synthetic_data(datalist: list[dict], synthetic_dir: str) -> bool:
     return all(os.path.abspath(d["image"]).startswith(folder) for d in datalist)
 
 
-def _listed_in_checksums(path: str) -> bool:
-    """Whether ``path`` matches its entry in the ``SHA256SUMS`` beside it (the released weights ship with one; a
-    training that writes over them leaves a mismatch)."""
-    sums = os.path.join(os.path.dirname(path), "SHA256SUMS")
-    if not os.path.isfile(sums):
-        return False
-    with open(sums, encoding="utf-8") as f:  # sha256sum's format: "<digest>  <name>" per line
-        listed = {parts[1]: parts[0] for parts in map(str.split, f) if len(parts) == 2}
-    with open(path, "rb") as f:
-        return listed.get(os.path.basename(path)) == hashlib.sha256(f.read()).hexdigest()
-
-
-def default_weights(bundle_root: str) -> str:
-    """The weights inference uses when none are given, printed with the reason: ``<bundle_root>/models/model.pt``
-    when there is one (what training on your own data writes, or the released weights of a bundle written out with
-    ``egeunet-monai bundle``), else the released weights that ship with the package (``bundle/models/model.pt`` in
-    the repository). A training on the synthetic default writes its model to ``runs/synthetic_model/`` instead, so
-    the quick start never replaces the released weights unasked."""
-    own = os.path.join(bundle_root, "models", "model.pt")
-    if not os.path.isfile(own):
-        from egeunet_monai.resources import released_weights
-
-        path = str(released_weights())
-        why = f"released weights; no models/model.pt trained on your data in {bundle_root}"
-    elif _listed_in_checksums(own):
-        path, why = own, "released weights"
-    else:
-        path, why = own, "your model, trained on your data; --weights or --ckpt_path picks other weights"
-    print(f"weights: {path} ({why})", flush=True)
-    return path

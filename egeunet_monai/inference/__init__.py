@@ -6,8 +6,9 @@ The names are imported on first use (PEP 562), so that ``egeunet_monai.inference
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from egeunet_monai.lazy import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers, and for scripts/build_bundle.py, which follows import statements
     from egeunet_monai.inference.predictor import (
@@ -78,13 +79,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

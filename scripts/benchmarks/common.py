@@ -101,3 +101,21 @@ def real_images(count: int):
     while len(x) < count:
         x.append(x[len(x) % len(files)])
     return torch.stack(x)
+
+
+def plain_segment(net, photo: Path, out: Path) -> None:
+    """One photograph as a user of the original code segments it (the baseline of the end-to-end rows): PIL decode,
+    min-max scaling to [0, 255], resize to 256x256, the network at batch 1, the probability resized back,
+    threshold 0.5, PNG."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    image = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32)
+    image = (image - image.min()) / (image.max() - image.min()) * 255
+    x = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(256, 256), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        p = torch.sigmoid(net(x))
+    p = F.interpolate(p, size=image.shape[:2], mode="bilinear")
+    Image.fromarray((p[0, 0] >= 0.5).numpy().astype(np.uint8) * 255).save(out / f"{photo.stem}_mask.png")

@@ -30,16 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RELEASED_WEIGHTS, REPO_ROOT, SHARED_DATA, machine, markdown
+from common import RELEASED_WEIGHTS, REPO_ROOT, SHARED_DATA, machine, markdown, plain_segment
 
 PH2 = SHARED_DATA / "ph2" / "images"
 
 
 def plain_loop(inputs: Path, out: Path, weights: str, threads: int | None) -> None:
-    import numpy as np
     import torch
-    import torch.nn.functional as F
-    from PIL import Image
 
     from egeunet_monai.networks import EGEUNet
 
@@ -49,15 +46,7 @@ def plain_loop(inputs: Path, out: Path, weights: str, threads: int | None) -> No
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.eval()
     for path in sorted(inputs.glob("*.jpg")):
-        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-        image = (image - image.min()) / (image.max() - image.min()) * 255
-        x = torch.from_numpy(image).permute(2, 0, 1)[None]
-        x = F.interpolate(x, size=(256, 256), mode="bilinear", antialias=True)
-        with torch.no_grad():
-            p = torch.sigmoid(net(x))
-        p = F.interpolate(p, size=image.shape[:2], mode="bilinear")
-        mask = (p[0, 0] >= 0.5).numpy().astype(np.uint8) * 255
-        Image.fromarray(mask).save(out / f"{path.stem}_mask.png")
+        plain_segment(net, path, out)
 
 
 def dataloader_pipeline(inputs: Path, out: Path, weights: str, workers: int, batch: int) -> None:

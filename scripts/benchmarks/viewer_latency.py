@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import RELEASED_WEIGHTS, SHARED_DATA, machine, markdown
+from common import RELEASED_WEIGHTS, SHARED_DATA, machine, markdown, plain_segment
 
 PH2 = SHARED_DATA / "ph2" / "images"
 
@@ -68,21 +68,8 @@ def post(url: str, photo: Path) -> tuple[float, dict]:
 
 
 def plain_one(net, photo: Path, out: Path) -> float:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
-
     start = time.perf_counter()
-    image = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32)
-    image = (image - image.min()) / (image.max() - image.min()) * 255
-    x = torch.from_numpy(image).permute(2, 0, 1)[None]
-    x = F.interpolate(x, size=(256, 256), mode="bilinear", antialias=True)
-    with torch.no_grad():
-        p = torch.sigmoid(net(x))
-    p = F.interpolate(p, size=image.shape[:2], mode="bilinear")
-    mask = (p[0, 0] >= 0.5).numpy().astype(np.uint8) * 255
-    Image.fromarray(mask).save(out / f"{photo.stem}_mask.png")
+    plain_segment(net, photo, out)
     return time.perf_counter() - start
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,19 +60,22 @@ def test_read_photo_is_the_bundle_reader_s_array():
         assert got.dtype == np.uint8 and np.array_equal(got, np.asarray(expected))
 
 
-def test_default_weights_are_the_engines_default_weights(tmp_path, capsys):
-    from egeunet_monai.engines import default_weights as engines_default
-    from egeunet_monai.resources import default_weights
+def test_default_weights_say_which_and_why(tmp_path, capsys):
+    """No models/model.pt: the released weights; the released file itself (its SHA256SUMS entry matches): released;
+    any other models/model.pt: the user's own. The config's ``egeunet_monai.engines.default_weights`` is this one."""
+    from egeunet_monai import engines
+    from egeunet_monai.resources import default_weights, released_weights
 
+    assert engines.default_weights is default_weights
+    assert default_weights(tmp_path) == str(released_weights())
+    assert "no models/model.pt trained on your data" in capsys.readouterr().out
+    assert default_weights(REPO_ROOT / "bundle") == str(REPO_ROOT / "bundle" / "models" / "model.pt")
+    assert "(released weights)" in capsys.readouterr().out
     (tmp_path / "models").mkdir()
-    for root in (REPO_ROOT, tmp_path):  # the released weights; no models/model.pt
-        assert default_weights(root) == engines_default(str(root))
-        first, second = capsys.readouterr().out.splitlines()
-        assert first == second
     (tmp_path / "models" / "model.pt").write_bytes(b"own weights")
-    assert default_weights(tmp_path) == engines_default(str(tmp_path)) == str(tmp_path / "models" / "model.pt")
-    first, second = capsys.readouterr().out.splitlines()
-    assert first == second and "your model" in first
+    (tmp_path / "models" / "SHA256SUMS").write_text("0" * 64 + "  model.pt\n")
+    assert default_weights(tmp_path) == str(tmp_path / "models" / "model.pt")
+    assert "your model" in capsys.readouterr().out
 
 
 def test_the_config_s_settings_read_as_json_are_monai_s(tmp_path):

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
-import shutil
 import signal
 import struct
 import tempfile
