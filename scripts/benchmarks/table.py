@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -39,41 +38,6 @@ ORIGINAL_CONV_MACS = 72_096_256  # the original implementation's convolutions, 1
 # ----------------------------------------------------------------------------------------------------------- utils
 def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
-
-
-def machine_description(threads: int) -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:
-        ort_version = "not installed"
-    import monai
-
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": threads,
-        "monai": monai.__version__,
-        "onnxruntime": ort_version,
-        "python": platform.python_version(),
-    }
-
-
-def load_average() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return "load: " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 @dataclass
@@ -140,27 +104,6 @@ def run_groups(groups: list[tuple[str, Callable[[], tuple[list[Row], list[str]]]
 def rotated(items: list, r: int) -> list:
     """``items`` starting at position ``r`` (wrapping): the order of repeat ``r``, so that none always runs first."""
     return items[r % len(items) :] + items[: r % len(items)]
-
-
-def interleaved(
-    fns: dict[str, Callable[[], object]], images: int, repeats: int, calls: int = 1, warmup: int = 1
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Per repeat and per path: (wall seconds, CPU seconds) per image, the paths run one after the other in each
-    repeat (and in a rotating order, so that none always runs first)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    wall: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in rotated(names, r):
-            c0, w0 = time.process_time(), time.perf_counter()
-            for _ in range(calls):
-                fns[name]()
-            wall[name].append((time.perf_counter() - w0) / (calls * images))
-            cpu[name].append((time.process_time() - c0) / (calls * images))
-    return {k: (wall[k], cpu[k]) for k in fns}
 
 
 def rows_from_timings(
