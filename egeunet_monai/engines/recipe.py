@@ -50,14 +50,16 @@ def per_sample_transforms(
     drop_metadata: Callable,
     prepare_batch: PrepareBatch,
     intensity: Sequence[Callable] = (),
+    scale: Sequence[Callable] = (),
 ) -> list[Callable]:
-    """The training loader's transforms: ``deterministic`` (cached), then the random ``intensity`` (colour)
-    transforms, then the spatial ``random`` ones unless ``prepare_batch`` does those on the device; ``drop_metadata``
-    after each part (plain tensors batch and cache faster). Colour comes first on both paths, so that the zeros
-    a rotation pads with stay zeros."""
+    """The training loader's transforms: ``deterministic`` (cached), then the random ``intensity`` (colour) and
+    ``scale`` (zoom) transforms, then the spatial ``random`` ones unless ``prepare_batch`` does those on the device;
+    ``drop_metadata`` after each part (plain tensors batch and cache faster). Colour comes first on both paths, so
+    that the zeros a zoom or a rotation pads with stay zeros; the zoom runs per sample on both paths (the batch
+    augmentation has no zoom)."""
     if isinstance(prepare_batch, PrepareBatchAugmented):
-        return [*deterministic, drop_metadata, *intensity]
-    return [*deterministic, drop_metadata, *intensity, *random, drop_metadata]
+        return [*deterministic, drop_metadata, *intensity, *scale, drop_metadata]
+    return [*deterministic, drop_metadata, *intensity, *scale, *random, drop_metadata]
 
 
 def loader_workers(loader_workers: int | str, num_workers: int, prepare_batch: PrepareBatch, device: Any) -> int:

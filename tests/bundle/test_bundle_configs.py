@@ -245,3 +245,43 @@ def test_intra_op_threads_defaults_to_pytorchs_and_is_checked():
                 set_intra_op_threads(bad)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_zoom_runs_on_both_augmentation_paths_and_keeps_the_mask_binary_and_on_the_lesion():
+    """``zoom_prob`` (0: off, the default) turns on MONAI's ``RandZoomd`` by a factor in ``zoom_range``, per sample
+    in the loader on both augmentation paths, after the colour and before the flips and rotation. Image and mask
+    keep their size and are zoomed alike: the mask stays 0/1, lies on the image's lesion, and the border a zoom-out
+    adds is background (zeros), not a repeated edge that would extend a lesion touching it."""
+    import torch
+    from monai.transforms import Compose, RandAdjustContrastd, RandFlipd, RandZoomd
+
+    for augment_on_device in ("true", "false"):
+        parser = _train_parser(zoom_prob=1.0, augment_on_device=augment_on_device)
+        kinds = [type(t) for t in parser.get_parsed_content("train#preprocessing").transforms]
+        assert kinds.count(RandZoomd) == 1 and kinds.index(RandAdjustContrastd) < kinds.index(RandZoomd)
+        if augment_on_device == "false":
+            assert kinds.index(RandZoomd) < kinds.index(RandFlipd)
+    # a dark disc (the lesion, mask 1) that touches the left border, on a bright skin
+    rows, cols = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    mask = (((rows - 40) ** 2 + cols**2) < 30**2).float()[None]
+    image = (200 - 150 * mask).repeat(3, 1, 1)
+    for zoom in (0.8, 1.25):
+        parser = _train_parser(zoom_prob=1.0, zoom_range=[zoom, zoom])
+        assert parser.get_parsed_content("train#tracked_params#zoom_range") == [zoom, zoom]
+        out = Compose(parser.get_parsed_content("train#scale_transforms"))({"image": image.clone(), "label": mask.clone()})
+        zoomed, label = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+        assert zoomed.shape == image.shape and label.shape == mask.shape
+        assert set(label.unique().tolist()) == {0.0, 1.0}
+        area = float(label.sum())
+        assert not torch.equal(label, mask)
+        skin = zoomed[0] > 0  # the zero border of a zoom-out is neither skin nor lesion
+        lesion_in_image = (zoomed[0] < 125) & skin
+        assert float((lesion_in_image != (label[0] > 0)).sum()) <= 0.02 * area, f"mask off the lesion at zoom {zoom}"
+        if zoom < 1:  # the whole lesion, smaller, and a border of zeros where it touched the edge
+            assert area == pytest.approx(float(mask.sum()) * zoom**2, rel=0.05)
+            border = (96 - round(96 * zoom)) // 2
+            assert float(zoomed[..., :border].abs().sum()) == 0.0
+            assert float(label[..., :border].sum()) == 0.0, "a lesion pixel was invented in the padded border"
+    off = Compose(_train_parser().get_parsed_content("train#scale_transforms"))
+    assert torch.equal(torch.as_tensor(off({"image": image.clone(), "label": mask.clone()})["label"]), mask)
+
