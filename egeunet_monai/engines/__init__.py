@@ -10,6 +10,7 @@ from .prepare_batch import PrepareBatchAugmented
 from .recipe import (
     augmentation_prepare_batch,
     described,
+    ema_model,
     loader_workers,
     per_sample_transforms,
     set_intra_op_threads,
@@ -21,6 +22,7 @@ __all__ = [
     "augmentation_prepare_batch",
     "described",
     "default_weights",
+    "ema_model",
     "latest_checkpoint",
     "loader_workers",
     "per_sample_transforms",

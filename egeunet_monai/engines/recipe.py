@@ -6,7 +6,7 @@ objects the recipe built (read from the objects, so that an override such as ``-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.engines.utils import PrepareBatch, PrepareBatchDefault
@@ -14,7 +14,10 @@ from monai.engines.utils import PrepareBatch, PrepareBatchDefault
 from egeunet_monai.engines.prepare_batch import PrepareBatchAugmented
 from egeunet_monai.flags import flag
 
-__all__ = ["AUTO", "augmentation_prepare_batch", "described", "loader_workers", "per_sample_transforms",
+if TYPE_CHECKING:
+    from ignite.handlers import EMAHandler
+
+__all__ = ["AUTO", "augmentation_prepare_batch", "described", "ema_model", "loader_workers", "per_sample_transforms",
            "set_intra_op_threads", "training_epochs"]
 
 AUTO = "auto"
@@ -60,6 +63,12 @@ def per_sample_transforms(
     if isinstance(prepare_batch, PrepareBatchAugmented):
         return [*deterministic, drop_metadata, *intensity, *scale, drop_metadata]
     return [*deterministic, drop_metadata, *intensity, *scale, *random, drop_metadata]
+
+
+def ema_model(ema: EMAHandler) -> torch.nn.Module:
+    """``ema.ema_model`` as a config component: ``train#checkpoint_state`` disables it when EMA is off, and MONAI
+    leaves a disabled component out of its dict (a ``$@ema.ema_model`` expression would put a ``None`` there)."""
+    return ema.ema_model
 
 
 def loader_workers(loader_workers: int | str, num_workers: int, prepare_batch: PrepareBatch, device: Any) -> int:

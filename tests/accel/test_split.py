@@ -162,3 +162,34 @@ def test_a_batch_of_one_runs_on_the_calling_thread_as_the_trainers_own_iteration
     assert iteration._pool is None  # no thread was started
     for (name, a), b in zip(plain_net.state_dict().items(), net.state_dict().values()):
         assert torch.equal(a, b), name  # the same operations on the same thread: bit for bit
+
+
+def test_weight_ema_averages_the_weights_each_split_step_left():
+    """configs/train.json's ``ema_momentum``: Ignite's ``EMAHandler`` on the accelerated network, updated at each
+    ``ITERATION_COMPLETED``, after the split iteration's threads have joined and its one optimizer step: each update
+    is ``(1 - momentum) * ema + momentum * stepped weights``; its copy keeps the kernel modules and the plain
+    network's state-dict keys."""
+    from ignite.engine import Events
+    from ignite.handlers import EMAHandler
+
+    net = _network()
+    ema = EMAHandler(net, momentum=0.25)
+    trainer = _trainer(net, _batches(3, batch=4), SplitBatchIteration(workers=2), lr=0.1)
+    before = {}
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: before.update(
+        {k: v.clone() for k, v in ema.ema_model.state_dict().items()}))
+    ema.attach(trainer)
+    checked = []
+
+    def check(engine) -> None:  # attached after the EMA: runs after its update
+        for name, averaged in ema.ema_model.state_dict().items():
+            expected = 0.75 * before[name] + 0.25 * net.state_dict()[name]
+            torch.testing.assert_close(averaged, expected, rtol=1e-6, atol=1e-7, msg=name)
+        checked.append(engine.state.iteration)
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, check)
+    trainer.run()
+    assert checked == [1, 2, 3]
+    assert not all(torch.equal(a, b) for a, b in zip(ema.ema_model.parameters(), net.parameters()))
+    assert [type(m) for m in ema.ema_model.modules()] == [type(m) for m in net.modules()]
+    EGEUNet().load_state_dict(ema.ema_model.state_dict())

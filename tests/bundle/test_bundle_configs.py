@@ -285,3 +285,68 @@ def test_zoom_runs_on_both_augmentation_paths_and_keeps_the_mask_binary_and_on_t
     off = Compose(_train_parser().get_parsed_content("train#scale_transforms"))
     assert torch.equal(torch.as_tensor(off({"image": image.clone(), "label": mask.clone()})["label"]), mask)
 
+
+def _tiny_ema_parser(tmp_path: Path, **overrides):
+    from egeunet_monai.data import generate_synthetic_dataset
+
+    data = generate_synthetic_dataset(tmp_path / "data", num_images=6, size=64)
+    return _train_parser(bundle_root=str(tmp_path / "bundle"), dataset_dir=str(data), image_size=[64, 64],
+                         num_workers=0, batch_size=2, device="cpu", **overrides)
+
+
+def test_ema_off_by_default_attaches_nothing(tmp_path: Path):
+    """``ema_momentum`` 0 (the default): no EMA handler, the evaluator and the best-model saver use the network, and
+    the training checkpoint has no ``ema_model``."""
+    from ignite.handlers import EMAHandler
+
+    parser = _tiny_ema_parser(tmp_path)
+    assert parser["ema_momentum"] == 0 and parser.get_parsed_content("ema") is None
+    network = parser.get_parsed_content("network")
+    assert not any(isinstance(h, EMAHandler) for h in parser.get_parsed_content("train#trainer_handlers"))
+    assert parser.get_parsed_content("validate#evaluator").network is network
+    assert parser.get_parsed_content("validate#best_model_saver").key_metric_checkpoint.to_save["model"] is network
+    assert sorted(parser.get_parsed_content("train#checkpoint_state")) == [
+        "best_model_tracker", "lr_scheduler", "model", "optimizer", "tracking", "trainer", "validation_best"]
+
+
+def test_ema_is_what_the_evaluator_scores_the_saver_saves_and_the_checkpoint_resumes(tmp_path: Path):
+    """``ema_momentum`` > 0: Ignite's ``EMAHandler`` on the trained network (the very parameters the optimizer
+    steps, accelerated modules included) is attached to the trainer; the per-epoch evaluator runs its EMA model, the
+    best-model saver writes it as ``model`` (the network's keys: a plain EGEUNet loads it), the training checkpoint
+    holds it as ``ema_model``, and it is tracked. evaluate.json scores the network its CheckpointLoader fills."""
+    import torch
+    from ignite.handlers import EMAHandler
+    from monai.bundle import ConfigParser
+
+    from egeunet_monai.networks.nets import EGEUNet
+
+    parser = _tiny_ema_parser(tmp_path, ema_momentum=0.25)
+    ema = parser.get_parsed_content("ema")
+    network = parser.get_parsed_content("network")
+    assert isinstance(ema, EMAHandler) and ema.momentum == 0.25 and ema.model is network
+    stepped = {id(p) for group in parser.get_parsed_content("optimizer").param_groups for p in group["params"]}
+    assert {id(p) for p in ema.model.parameters()} == stepped
+    assert ema in parser.get_parsed_content("train#trainer_handlers")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    assert evaluator.network is ema.ema_model
+    assert parser.get_parsed_content("validate#best_model_saver").key_metric_checkpoint.to_save["model"] is ema.ema_model
+    assert parser.get_parsed_content("train#checkpoint_state")["ema_model"] is ema.ema_model
+    assert parser.get_parsed_content("train#tracked_params#ema_momentum") == 0.25
+    plain = EGEUNet(in_channels=3, out_channels=1, channels=[8, 16, 24, 32, 48, 64], deep_supervision=True)
+    plain.load_state_dict(ema.ema_model.state_dict())  # strict: same keys as the network
+
+    # the evaluator's metric is the EMA model's: all-zero EMA weights predict 0.5 everywhere, thresholded to all
+    # lesion, whatever the network's weights
+    with torch.no_grad():
+        for p in ema.ema_model.parameters():
+            p.zero_()
+    evaluator.run()
+    labels = [torch.as_tensor(d["label"]) for d in parser.get_parsed_content("validate#dataset")]
+    all_lesion = sum(float(2 * lab.sum() / (lab.sum() + lab.numel())) for lab in labels) / len(labels)
+    assert evaluator.state.metrics["val_mean_dice"] == pytest.approx(all_lesion, abs=1e-5)
+    assert any(bool(p.abs().sum() > 0) for p in network.parameters())
+
+    evaluate = ConfigParser()
+    evaluate.read_config([str(REPO_ROOT / "configs" / "train.json"), str(REPO_ROOT / "configs" / "evaluate.json")])
+    evaluate.update({"ema_momentum": 0.25})
+    assert evaluate.get_parsed_content("validate#network") is evaluate.get_parsed_content("network")

@@ -34,6 +34,7 @@ def test_resume_continues_at_epoch_3_with_optimizer_and_schedule(tmp_path: Path,
     ckpt_dir = root / "runs" / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["checkpoint_epoch=2.pt"]
     at_2 = torch.load(ckpt_dir / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert "ema_model" not in at_2  # ema_momentum 0, the default: no EMA
 
     second = check_ok(run_bundle("run", "training", *common, "--max_epochs", "4", "--resume", "true",
                                  log_file=tmp_path / "second.log"))
@@ -66,3 +67,43 @@ def test_resume_continues_at_epoch_3_with_optimizer_and_schedule(tmp_path: Path,
     for epoch, value in lr.items():
         assert value == pytest.approx(_cosine_lr(epoch - 1), rel=1e-6), f"lr of epoch {epoch}"
     assert lr[3] < lr[1]  # a restarted schedule would be back at 1e-3
+
+
+def test_resume_continues_the_weight_ema_exactly(tmp_path: Path, mlflow_db_template: Path):
+    """``--ema_momentum``: the best model (``models/model.pt``) is the EMA model, not the trained network, and the
+    training checkpoint holds the EMA model, so a run stopped after epoch 1 and resumed ends with the very network and
+    EMA weights of a run that was never stopped."""
+    from egeunet_monai.data import generate_synthetic_dataset
+    from egeunet_monai.networks.nets import EGEUNet
+
+    data = generate_synthetic_dataset(tmp_path / "data", num_images=10, size=64)
+    # nothing random that a resumed process would draw afresh (the loader's order, the flips and rotation): both runs
+    # then take the same steps, and any difference is what the checkpoint did not restore
+    common = ["--config_file", TRAIN, "--dataset_dir", data, "--num_workers", "0", "--batch_size", "4",
+              "--image_size", "[64, 64]", "--ema_momentum", "0.3", "--flip_prob", "0", "--rotate_prob", "0",
+              "--train#dataloader#shuffle", "False"]
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    for root in (stopped, straight):
+        seed_mlflow_store(mlflow_db_template, root)
+    check_ok(run_bundle("run", "training", *common, "--bundle_root", stopped, "--max_epochs", "1",
+                        log_file=tmp_path / "stopped.log"))
+    at_1 = torch.load(stopped / "runs" / "checkpoints" / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=True)
+    best = torch.load(stopped / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(best) == set(at_1["model"]) == set(at_1["ema_model"])
+    assert all(torch.equal(best[k], at_1["ema_model"][k]) for k in best)
+    assert not all(torch.equal(best[k], at_1["model"][k]) for k in best)
+    EGEUNet(in_channels=3, out_channels=1, channels=[8, 16, 24, 32, 48, 64], deep_supervision=True).load_state_dict(best)
+
+    check_ok(run_bundle("run", "training", *common, "--bundle_root", stopped, "--max_epochs", "2", "--resume", "true",
+                        log_file=tmp_path / "resumed.log"))
+    check_ok(run_bundle("run", "training", *common, "--bundle_root", straight, "--max_epochs", "2",
+                        log_file=tmp_path / "straight.log"))
+    resumed, uninterrupted = (
+        torch.load(root / "runs" / "checkpoints" / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
+        for root in (stopped, straight)
+    )
+    for part in ("model", "ema_model"):
+        for key, value in uninterrupted[part].items():
+            assert torch.equal(resumed[part][key], value), f"{part}.{key}"
+    # the resumed run updated the EMA too (its handler is attached on resume)
+    assert not all(torch.equal(resumed["ema_model"][k], at_1["ema_model"][k]) for k in at_1["ema_model"])
