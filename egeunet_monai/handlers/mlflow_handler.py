@@ -109,6 +109,9 @@ class TolerantMLFlowHandler:
         request_max_retries: HTTP retries; ``None`` leaves ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` alone.
         max_pending: metric values kept while the store is unreachable; older ones are dropped beyond that.
         summary_file: JSON file for the end-of-run summary (written atomically); ``None`` to skip.
+        artifact_location: where an experiment this handler creates keeps its artifacts (a folder or URI); ``None``:
+            the store's default, which for a SQLite store is ``./mlruns`` under whatever folder the training was
+            started from, and for a tracking server its own artifact root.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class TolerantMLFlowHandler:
         request_max_retries: int | None = DEFAULT_REQUEST_MAX_RETRIES,
         max_pending: int = 100_000,
         summary_file: str | None = None,
+        artifact_location: str | None = None,
     ) -> None:
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
         if str(uri).lower().startswith(("http://", "https://")):  # the REST client only; SQLite is left alone
@@ -157,6 +161,7 @@ class TolerantMLFlowHandler:
         self.retry_interval = float(retry_interval)
         self.max_pending = int(max_pending)
         self.summary_file = summary_file
+        self.artifact_location = artifact_location or None
         self.run_id: str | None = None
         self._staged: list[_Point] = []  # values of the epoch in progress
         self._pending: list[_Point] = []  # values due to be sent
@@ -220,7 +225,9 @@ class TolerantMLFlowHandler:
     def _find_or_create_run(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment(self.experiment_name)
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
         )
         runs = self.client.search_runs([experiment_id])
         runs = [r for r in runs if r.info.run_name == self._run_name and r.info.status != RUN_FINISHED]

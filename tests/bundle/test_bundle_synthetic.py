@@ -198,6 +198,9 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     assert {"model.pt", "datalist_split.json"} <= artifacts, artifacts
     local = client.download_artifacts(run.info.run_id, "model.pt", str(root / "downloaded"))
     assert Path(local).read_bytes() == (root / "runs" / "synthetic_model" / "model.pt").read_bytes()  # the best
+    # stored beside the sqlite store (runs/mlruns), not in ./mlruns of the folder the command ran from
+    stored = list((root / "runs" / "mlruns").rglob("model.pt"))
+    assert [p.read_bytes() for p in stored] == [Path(local).read_bytes()], stored
 
 
 def test_after_the_synthetic_quick_start_inference_keeps_the_released_weights(synthetic_trained, capsys):
