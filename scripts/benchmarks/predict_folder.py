@@ -77,7 +77,7 @@ def dataloader_pipeline(inputs: Path, out: Path, weights: str, workers: int, bat
     loader = torch.utils.data.DataLoader(Photos(), batch_size=batch, num_workers=workers)
 
     def write(p, i, h, w):
-        Image.fromarray(restore_mask(p, h, w)[1]).save(out / f"{files[i].stem}_mask.png", compress_level=1)
+        Image.fromarray(restore_mask(p.numpy(), h, w)[1]).save(out / f"{files[i].stem}_mask.png", compress_level=1)
 
     with ThreadPoolExecutor(1) as pool:
         jobs = []
