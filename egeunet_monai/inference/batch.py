@@ -4,7 +4,7 @@
 ``predict_folder("photos/", "masks/", "model.pt")`` writes ``<stem>_mask.png`` (and with ``save_probabilities``
 ``<stem>_prob.png``, with ``save_overlays`` ``<stem>_overlay.png``) for every image, as ``configs/inference.json``
 does, and returns one :class:`ImageResult` per image. While the network computes one batch, worker threads decode
-and resize the next images and write the masks of the previous batch (PIL and PyTorch release the GIL while they
+and resize the next images and write the masks of the previous batch (PIL, NumPy and SciPy release the GIL while they
 work). A file that cannot be read is reported by name and skipped; the others go on. ``egeunet-monai predict`` and
 the viewer (:meth:`BatchPredictor.predict_one`) segment with it, and it imports no MONAI: start-up is the seconds a
 small folder takes.
