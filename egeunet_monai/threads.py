@@ -1,6 +1,6 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
 """A thread pool whose workers compute with their own, smaller intra-op thread count: what the inference runtime
-(``egeunet_monai.inference.runtime``) and the batched prediction pipeline (``egeunet_monai.inference.batch``) use."""
+(``egeunet_monai.inference.runtime``) and the split training batches (``egeunet_monai.accel.split``) use."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class ImageCalibration:
             return None
         reader = DermoscopyImageReader(kind="image", reverse_indexing=False)
         array, _ = reader.get_data(reader.read(str(path)))
-        return {self.input_name: prepare_image(np.asarray(array))[None].numpy()}
+        return {self.input_name: prepare_image(np.asarray(array))[None]}
 
     def rewind(self) -> None:
         self._next = iter(self.files)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 __all__ = ["CSV_COLUMNS", "CSV_NAME", "collect_inputs", "run_predict"]
@@ -79,6 +78,8 @@ def _fmt(value: float | None, digits: int) -> str:
 def uncertainty_map_png(probability: np.ndarray) -> np.ndarray:
     """The ``<id>_uncertainty.png`` pixels of a probability map: its binary entropy (bits, in [0, 1]) x 255,
     rounded to ``uint8`` (0: certain, 255: probability 0.5)."""
+    import torch  # only with --tta, whose pipeline is PyTorch's anyway
+
     from egeunet_monai.inference import binary_entropy
 
     entropy = binary_entropy(torch.as_tensor(probability, dtype=torch.float64)).numpy()

@@ -1,8 +1,9 @@
 # Copyright (c) egeunet-monai contributors. Apache-2.0.
 """Inference on the user's own images with the bundle's pipeline (shared by the CLI and the web viewer).
 
-The names are imported on first use (PEP 562), so that ``egeunet_monai.inference.runtime`` and ``.batch`` (what
-``egeunet-monai predict`` runs) do not import MONAI, which the predictor and the TTA inferer need."""
+The names are imported on first use (PEP 562), so that ``.batch`` and ``.ort_session`` (what ``egeunet-monai
+predict`` runs) import neither MONAI, which the predictor's TTA pipeline needs, nor PyTorch, which ``.runtime``
+needs."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ if TYPE_CHECKING:  # for type checkers, and for scripts/build_bundle.py, which f
         open_predictor,
     )
     from egeunet_monai.inference.batch import BatchPredictor, ImageResult, predict_folder, prepare_image, restore_mask
-    from egeunet_monai.inference.runtime import RUNTIMES, InferenceRuntime, load_runtime, onnx_cache_dir
+    from egeunet_monai.inference.ort_session import onnx_cache_dir, open_runtime
+    from egeunet_monai.inference.runtime import RUNTIMES, InferenceRuntime, load_runtime
     from egeunet_monai.inference.quality import QUALITY_FLAGS, QualityThresholds, format_flags, quality_flags
     from egeunet_monai.inference.tta import (
         DIHEDRAL_VIEWS,
@@ -57,7 +59,8 @@ _EXPORTS = {
     "RUNTIMES": "runtime",
     "InferenceRuntime": "runtime",
     "load_runtime": "runtime",
-    "onnx_cache_dir": "runtime",
+    "onnx_cache_dir": "ort_session",
+    "open_runtime": "ort_session",
     "QUALITY_FLAGS": "quality",
     "QualityThresholds": "quality",
     "format_flags": "quality",

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
-from egeunet_monai.inference.runtime import ONNX_INSTALL_HINT
+from egeunet_monai.inference.ort_session import ONNX_INSTALL_HINT
 
 __all__ = [
     "ONNX_INSTALL_HINT",
@@ -194,7 +193,8 @@ def _is_expression(value: object) -> bool:
 def _batch_settings(config_file: Path, root: Path, weights, device, tta, runtime, overrides) -> dict | None:
     """The batch predictor's settings from the config read as JSON, without MONAI's ``ConfigParser`` (importing MONAI
     takes several seconds and hundreds of MiB, longer than segmenting a folder of photographs): plain values as they
-    are; the ``device`` expression (no ``@`` references) evaluated with ``torch``; ``ckpt_path``, when no weights are
+    are; the ``device`` expression (no ``@`` references) evaluated with ``torch`` (the packaged one without it when the
+    installed PyTorch cannot see a GPU: :func:`_torch_can_use_a_gpu`), as a string; ``ckpt_path``, when no weights are
     given, as the packaged config computes it (:func:`egeunet_monai.resources.default_weights`) if it is the packaged
     expression. ``None`` when anything else is an expression, or ``network_def`` is not the packaged network: then
     MONAI's parser resolves the config."""
@@ -214,11 +214,13 @@ def _batch_settings(config_file: Path, root: Path, weights, device, tta, runtime
             values[key] = value
     if values["network_def"] != packaged.get("network_def"):
         return None
-    if _is_expression(values["device"]) and "@" not in values["device"]:
+    if values["device"] == packaged.get("device") and not _torch_can_use_a_gpu():
+        values["device"] = "cpu"  # what `cuda:0 if torch.cuda.is_available() else cpu` gives, without importing torch
+    elif _is_expression(values["device"]) and "@" not in values["device"]:
         import torch
 
         try:  # as MONAI evaluates it, with the config's `import torch`
-            values["device"] = eval(values["device"][1:], {"torch": torch})
+            values["device"] = str(eval(values["device"][1:], {"torch": torch}))
         except Exception:  # anything more than torch: MONAI's parser, with all the config's imports
             return None
     if weights is not None:
@@ -234,6 +236,16 @@ def _batch_settings(config_file: Path, root: Path, weights, device, tta, runtime
     if any(_is_expression(values[key]) for key in (*_BATCH_IDS, "device")):
         return None
     return values
+
+
+def _torch_can_use_a_gpu() -> bool:
+    """Whether the installed PyTorch is built for a GPU (its CUDA or ROCm library is there), told without importing
+    it (1-2 s): a CPU-only build's ``torch.cuda.is_available()`` is always false."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")  # finds the package without running its __init__
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    return any(any((Path(folder) / "lib").glob(f"*torch_{gpu}*")) for folder in folders for gpu in ("cuda", "hip"))
 
 
 def open_predictor(
@@ -255,7 +267,8 @@ def open_predictor(
       network (:func:`~egeunet_monai.inference.runtime.load_runtime` of its weights, ``runtime`` and
       ``runtime_threads``), with the config's ``image_size``, ``threshold``, ``fill_holes`` and
       ``largest_component``: decoding, resizing and writing on worker threads, batched network calls. The config's
-      plain values are read as JSON, so that MONAI is not imported (see :func:`_batch_settings`);
+      plain values are read as JSON, so that MONAI is not imported (see :func:`_batch_settings`), and a cached ONNX
+      export runs without PyTorch (:func:`~egeunet_monai.inference.ort_session.open_runtime`);
     - with it, a :class:`LesionPredictor` (the config's pipeline image by image, its TTA inferer over the same
       runtime).
 
@@ -273,7 +286,7 @@ def open_predictor(
     """
     from egeunet_monai.flags import flag
     from egeunet_monai.inference.batch import BatchPredictor
-    from egeunet_monai.inference.runtime import load_runtime
+    from egeunet_monai.inference.ort_session import open_runtime
     from egeunet_monai.resources import configs_dir
 
     root = Path(bundle_root) if bundle_root is not None else default_bundle_root()
@@ -292,7 +305,8 @@ def open_predictor(
                 parser["runtime_threads"] = int(threads)
             network = config_network(parser)
     elif not flag(settings["tta"], "tta"):
-        network = load_runtime(settings["weights"], settings["runtime"] or "auto",
+        # a cached ONNX export runs without importing PyTorch (open_runtime), else load_runtime's choice
+        network = open_runtime(settings["weights"], settings["runtime"] or "auto",
                                threads=threads if threads is not None else settings["runtime_threads"],
                                device=settings["device"], image_size=settings["image_size"])
     if flag(settings["tta"], "tta"):
@@ -308,7 +322,6 @@ def open_predictor(
         save_overlays=save_overlays,
         fill_holes=flag(settings["fill_holes"], "fill_holes"),
         largest_component=flag(settings["largest_component"], "largest_component"),
-        device=settings["device"],
     )
 
 
@@ -399,6 +412,7 @@ class LesionPredictor:
         Raises:
             egeunet_monai.data.DermoscopyInputError: the file is missing, not an image, truncated, too large...
         """
+        import torch
         from monai.data import decollate_batch, list_data_collate
 
         from egeunet_monai.inference.quality import quality_flags

@@ -22,11 +22,15 @@ How the default thresholds (:class:`QualityThresholds`) were chosen, on the rele
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["QUALITY_FLAGS", "QualityThresholds", "format_flags", "quality_flags"]
 
@@ -70,7 +74,8 @@ class QualityThresholds:
 
 
 def _as_2d_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    torch = sys.modules.get("torch")  # a tensor comes only from a loaded PyTorch: predict's masks are NumPy arrays
+    array = mask.detach().cpu().numpy() if torch is not None and isinstance(mask, torch.Tensor) else np.asarray(mask)
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2 or 0 in array.shape:

@@ -30,17 +30,27 @@ optimisation level made no measurable difference (basic, extended, all: within 5
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from egeunet_monai.inference.ort_session import (
+    ONNX_CACHE_ENV,
+    ONNX_INSTALL_HINT,
+    OPSET,
+    RuntimeDescription,
+    cached_onnx_path,
+    file_sha256,
+    onnx_cache_dir,
+    onnx_reason,
+    session_options,
+)
 from egeunet_monai.threads import ThreadPoolOwner
 
 __all__ = [
@@ -55,26 +65,8 @@ __all__ = [
 ]
 
 RUNTIMES = ("auto", "onnxruntime", "torchscript", "eager")
-ONNX_CACHE_ENV = "EGEUNET_ONNX_CACHE"
-ONNX_INSTALL_HINT = "pip install 'egeunet-monai[onnx]'"
 TORCH_SUFFIXES = (".pt", ".pth")
 WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, ".ts", ".onnx")
-OPSET = 17
-logger = logging.getLogger(__name__)
-
-
-def onnx_cache_dir() -> Path:
-    """Where exported ONNX models are kept: ``$EGEUNET_ONNX_CACHE``, else ``~/.cache/egeunet-monai/onnx``."""
-    return Path(os.environ.get(ONNX_CACHE_ENV) or Path.home() / ".cache" / "egeunet-monai" / "onnx")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_weights(weights: str | os.PathLike) -> Path:
@@ -143,8 +135,8 @@ def cached_onnx_export(
 ) -> Path:
     """The ONNX export of ``weights`` (dynamic batch), made on first use and then read from the cache.
 
-    The file is named by the weights file's sha256, the image size and the opset, so changed weights get a new
-    export and any copy of the same weights shares one. It is written to a temporary file in the cache folder and
+    The file is :func:`~egeunet_monai.inference.ort_session.cached_onnx_path` (the weights file's sha256, the image
+    size and the opset), where ``predict`` finds it without importing PyTorch. It is written to a temporary file in the cache folder and
     renamed into place: processes exporting at the same time each write a whole file, and a reader never sees a
     half-written one.
 
@@ -158,10 +150,10 @@ def cached_onnx_export(
 
     path = _check_weights(weights)
     height, width = (int(s) for s in image_size)
-    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    target = folder / f"{file_sha256(path)}-{height}x{width}-opset{OPSET}.onnx"
+    target = cached_onnx_path(path, (height, width), cache_dir)
     if target.is_file():
         return target
+    folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     net = load_eager_network(path, network)
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.onnx", dir=folder)
@@ -176,9 +168,10 @@ def cached_onnx_export(
     return target
 
 
-class InferenceRuntime(ThreadPoolOwner, nn.Module):
+class InferenceRuntime(RuntimeDescription, ThreadPoolOwner, nn.Module):
     """``logits = runtime(images)`` with the runtime :func:`load_runtime` chose: an ONNX Runtime session, a
-    TorchScript module or the PyTorch network, all in eval mode and without gradients.
+    TorchScript module or the PyTorch network, all in eval mode and without gradients; :meth:`logits` runs it on
+    NumPy arrays, as :class:`~egeunet_monai.inference.ort_session.OnnxSession` does.
 
     Args:
         network: the module that computes the logits.
@@ -187,10 +180,13 @@ class InferenceRuntime(ThreadPoolOwner, nn.Module):
         weights: the weights file it was made from.
         threads: intra-op threads; PyTorch modules then run on a thread of their own with this count (PyTorch's
             count is per thread), ONNX Runtime sessions are made with it. ``None``: the library's default.
+        device: where the network computes (where :meth:`logits` puts its input).
     """
 
-    def __init__(self, network: nn.Module, name: str, reason: str, weights: str, threads: int | None = None) -> None:
+    def __init__(self, network: nn.Module, name: str, reason: str, weights: str, threads: int | None = None,
+                 device: str | torch.device = "cpu") -> None:
         super().__init__()
+        self.device = torch.device(device)
         self.network = network.eval()
         self.name = name
         self.reason = reason
@@ -200,12 +196,6 @@ class InferenceRuntime(ThreadPoolOwner, nn.Module):
         self.intra_op_threads = int(threads or 1)
         self.thread_name_prefix = "egeunet-infer"
         self._pool = None
-
-    @property
-    def description(self) -> str:
-        """One line: which runtime runs which weights, and why."""
-        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
-        return f"inference runtime: {self.name}{threads} for {self.weights} ({self.reason})"
 
     def train(self, mode: bool = True) -> InferenceRuntime:
         return super().train(False)  # an inference runtime has no training mode (the bundle's engines call it)
@@ -219,24 +209,18 @@ class InferenceRuntime(ThreadPoolOwner, nn.Module):
             return self._logits(x)
         return self._thread_pool().submit(self._logits, x).result()
 
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The logits of N x 3 x h x w float32 images, as a float32 array on the CPU."""
+        return self(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, weights={self.weights!r}, threads={self.threads}"
 
 
 def _onnx_session(path: Path, threads: int | None) -> nn.Module:
-    import onnxruntime as ort
-
     from egeunet_monai.export import load_onnx_predictor
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    # spinning threads wait for work by burning a core: on shared cores measured 1.8x slower at 2 threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: e.g. a float16 model's unfoldable nodes warn once per node
-    return load_onnx_predictor(path, providers=["CPUExecutionProvider"], options=options)
+    return load_onnx_predictor(path, providers=["CPUExecutionProvider"], options=session_options(threads))
 
 
 def load_runtime(
@@ -293,8 +277,7 @@ def load_runtime(
                     raise
                 why_torch = f"the ONNX export could not be made or run ({type(err).__name__}: {err})"
             else:
-                why = "as given" if suffix == ".onnx" else f"exported once and cached as {onnx_file}"
-                return _announce(InferenceRuntime(net, "onnxruntime", f"fastest measured; {why}", str(path), threads))
+                return InferenceRuntime(net, "onnxruntime", onnx_reason(path, onnx_file), str(path), threads).announce()
 
     if runtime in ("auto", "torchscript"):
         try:
@@ -311,12 +294,7 @@ def load_runtime(
             why_torch += f"; TorchScript failed ({type(err).__name__}: {err})"
         else:
             reason = why_torch or "as asked"
-            return _announce(InferenceRuntime(net, "torchscript", reason, str(path), threads))
+            return InferenceRuntime(net, "torchscript", reason, str(path), threads, device).announce()
 
     net = load_eager_network(path, network).to(device)
-    return _announce(InferenceRuntime(net, "eager", why_torch.lstrip("; ") or "as asked", str(path), threads))
-
-
-def _announce(runtime: InferenceRuntime) -> InferenceRuntime:
-    logger.info(runtime.description)
-    return runtime
+    return InferenceRuntime(net, "eager", why_torch.lstrip("; ") or "as asked", str(path), threads, device).announce()

@@ -97,7 +97,7 @@ def real_images(count: int):
     files += sorted((SHARED_DATA / "ph2" / "images").glob("*.jpg"))[: count // 2]
     if not files:
         raise SystemExit(f"no real images under {SHARED_DATA}")
-    x = [prepare_image(np.asarray(Image.open(f).convert("RGB"))) for f in files]
+    x = [torch.from_numpy(prepare_image(np.asarray(Image.open(f).convert("RGB")))) for f in files]
     while len(x) < count:
         x.append(x[len(x) % len(files)])
     return torch.stack(x)

@@ -35,7 +35,7 @@ def validation_set(split: Path, limit: int | None):
         folder = SHARED_DATA / entry["source"]
         array, _ = images.get_data(images.read(str(folder / "images" / f"{entry['id']}.jpg")))
         mask, _ = masks.get_data(masks.read(str(folder / "masks" / f"{entry['id']}_segmentation.png")))
-        x.append(prepare_image(np.asarray(array)))
+        x.append(torch.from_numpy(prepare_image(np.asarray(array))))
         sizes.append(array.shape[:2])
         truth.append(np.asarray(mask) > 0)
     return torch.stack(x), sizes, truth
@@ -50,7 +50,7 @@ def predict_masks(runtime, x, sizes, batch: int = 8) -> list[np.ndarray]:
     for i in range(0, len(x), batch):
         probabilities = torch.sigmoid(runtime(x[i : i + batch]).float())
         for p, (h, w) in zip(probabilities, sizes[i : i + batch]):
-            out.append(restore_mask(p, h, w)[1] > 0)
+            out.append(restore_mask(p.numpy(), h, w)[1] > 0)
     return out
 
 

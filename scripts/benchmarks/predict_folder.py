@@ -16,7 +16,8 @@ RSS of the process, and the mean Dice between its masks and the plain loop's.
 All use the same weights (the released ones by default), so the masks can be compared. The ONNX export is made once
 before the runs (a first run on new weights adds it: see the printed time).
 
-Example: ``python scripts/benchmarks/predict_folder.py --images 300``
+Example: ``python scripts/benchmarks/predict_folder.py --images 300 --repeats 3`` (each repeat runs every variant once,
+in a rotating order; the table gives the median images/s and the median of the per-repeat ratios).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,7 +79,7 @@ def dataloader_pipeline(inputs: Path, out: Path, weights: str, workers: int, bat
     loader = torch.utils.data.DataLoader(Photos(), batch_size=batch, num_workers=workers)
 
     def write(p, i, h, w):
-        Image.fromarray(restore_mask(p, h, w)[1]).save(out / f"{files[i].stem}_mask.png", compress_level=1)
+        Image.fromarray(restore_mask(p.numpy(), h, w)[1]).save(out / f"{files[i].stem}_mask.png", compress_level=1)
 
     with ThreadPoolExecutor(1) as pool:
         jobs = []
@@ -141,6 +143,7 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default=str(RELEASED_WEIGHTS))
     p.add_argument("--variants", nargs="+",
                    default=["plain-1", "threads-2", "threads-1", "dataloader-2", "plain", "cli"])
+    p.add_argument("--repeats", type=int, default=1, help="interleaved repeats of every variant (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=600, help="seconds one process may run (default: %(default)s)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -189,33 +192,43 @@ def main(argv=None) -> None:
             w = int(v.split("-")[1])
             commands[v] = (f"DataLoader, {w} worker processes, ONNX Runtime 1 thread, batch 8",
                            me + ["--child", "dataloader", "--workers", str(w)])  # fmt: skip
-    rows, outs = [], {}
-    for v in args.variants:
-        label, cmd = commands[v]
-        out = tmp / f"out_{v}"
-        out.mkdir()
-        outs[v] = out
-        if v.startswith("cli"):
-            cmd = cmd + ["--out", str(out)]
-        else:
-            cmd = cmd + ["--input", str(inputs), "--out", str(out), "--weights", args.weights]
-        wall, cpu, rss, code = run(cmd, env, args.timeout)
-        written = len(list(out.glob("*_mask.png")))
-        status = {0: "", -9: f" (stopped after {args.timeout:.0f} s)"}.get(code, f" (exit code {code})")
-        rows.append([label + status, f"{written / wall:.1f}", f"{wall:.1f}", f"{cpu:.1f}", f"{rss:.0f}",
-                     str(written)])  # fmt: skip
-        print(rows[-1], flush=True)
-    base = rows[0][1]
+    outs = {v: tmp / f"out_{v}" for v in args.variants}
+    runs: dict[str, list[tuple[float, float, float, int]]] = {v: [] for v in args.variants}  # (rate, CPU, RSS, masks)
+    for r in range(args.repeats):
+        # every variant once per repeat, the order rotating as in common.interleaved: a burst of load hits all alike
+        for v in args.variants[r % len(args.variants):] + args.variants[: r % len(args.variants)]:
+            label, cmd = commands[v]
+            shutil.rmtree(outs[v], ignore_errors=True)
+            outs[v].mkdir()
+            if v.startswith("cli"):
+                cmd = cmd + ["--out", str(outs[v])]
+            else:
+                cmd = cmd + ["--input", str(inputs), "--out", str(outs[v]), "--weights", args.weights]
+            wall, cpu, rss, code = run(cmd, env, args.timeout)
+            written = len(list(outs[v].glob("*_mask.png")))
+            if code not in (0, -9):
+                label += f" (exit code {code})"
+            runs[v].append((written / wall, cpu, rss, written))
+            print(f"repeat {r + 1}: {label}: {written / wall:.1f} images/s, {wall:.1f} s, CPU {cpu:.1f} s, "
+                  f"peak RSS {rss:.0f} MiB, {written} masks", flush=True)
+    base = args.variants[0]
     eager = "cli-eager" if "cli-eager" in outs else None
-    for row, v in zip(rows, args.variants):
-        row.insert(2, f"{float(row[1]) / float(base):.2f}x")
-        row.append(f"{mean_dice(outs[v], outs[args.variants[0]]):.4f}")
+    rows = []
+    for v in args.variants:
+        rates = [run_[0] for run_ in runs[v]]
+        ratios = [mine[0] / theirs[0] for mine, theirs in zip(runs[v], runs[base])]
+        row = [commands[v][0], f"{statistics.median(rates):.1f}", " / ".join(f"{x:.1f}" for x in rates),
+               f"{statistics.median(ratios):.2f}x", f"{statistics.median(run_[1] for run_ in runs[v]):.1f}",
+               f"{max(run_[2] for run_ in runs[v]):.0f}", str(runs[v][-1][3]),
+               f"{mean_dice(outs[v], outs[base]):.4f}"]  # fmt: skip
         if eager:
             row.append(f"{mean_dice(outs[v], outs[eager]):.4f}")
-    print(f"\n{args.images} full-size PH2 photographs ({len(photos)} distinct), one whole process each, run once")
-    print(markdown(["path", "images/s", "vs plain loop", "wall s", "CPU s", "peak RSS MiB", "masks",
-                    f"mean Dice vs {args.variants[0]}"] + (["mean Dice vs predict --runtime eager"] if eager else []),
-                   rows))  # fmt: skip
+        rows.append(row)
+    print(f"\n{args.images} full-size PH2 photographs ({len(photos)} distinct), one whole process each, "
+          f"{args.repeats} interleaved repeat(s)")
+    print(markdown(["path", "images/s (median)", "each repeat", f"vs {base} (median of ratios)", "CPU s (median)",
+                    "peak RSS MiB (max)", "masks", f"mean Dice vs {base}"]
+                   + (["mean Dice vs predict --runtime eager"] if eager else []), rows))  # fmt: skip
     shutil.rmtree(tmp, ignore_errors=True)
 
 

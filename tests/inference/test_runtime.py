@@ -56,7 +56,7 @@ def real_images() -> torch.Tensor:
     data = require_shared_data()
     files = sorted((data / "isic2017_train_256" / "images").glob("*.jpg"))[:8]
     files += sorted((data / "ph2" / "images").glob("*.jpg"))[:8]
-    return torch.stack([prepare_image(np.asarray(Image.open(f).convert("RGB"))) for f in files])
+    return torch.from_numpy(np.stack([prepare_image(np.asarray(Image.open(f).convert("RGB"))) for f in files]))
 
 
 def _probabilities(net, x: torch.Tensor, batch: int) -> torch.Tensor:

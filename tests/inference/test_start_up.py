@@ -6,12 +6,14 @@ default weights, the config's settings, the hole filling."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from egeunet_monai.inference.ort_session import ONNX_CACHE_ENV
 from tests.conftest import REPO_ROOT, require_shared_data
 
 HEAVY = ("monai", "ignite", "mlflow", "matplotlib", "pandas")
@@ -47,6 +49,38 @@ def test_predict_on_a_folder_does_not_import_monai(tmp_path):
     assert "heavy: []" in proc.stdout, proc.stdout
     assert "broken.jpg" in proc.stderr and "Segmented 2 of 3 images" in proc.stdout
     assert {p.name for p in (tmp_path / "out").glob("*_mask.png")} == {"IMD002_mask.png", "IMD003_mask.png"}
+
+
+def test_predict_with_a_cached_onnx_export_does_not_import_torch(tmp_path):
+    """Once the weights' ONNX export is cached, ``predict`` (decoding, resizing, ONNX Runtime, threshold, flags, hole
+    filling, PNGs, overlay, CSV) runs without PyTorch, whose import took 1-2 s of a 7-10 s run on 300 photographs;
+    the first run, which exports, needs it."""
+    pytest.importorskip("onnxruntime")
+    from egeunet_monai.inference.predictor import _torch_can_use_a_gpu
+
+    photos = require_shared_data("ph2", "images")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "IMD002.jpg").write_bytes((photos / "IMD002.jpg").read_bytes())
+    env = {**os.environ, ONNX_CACHE_ENV: str(tmp_path / "cache")}
+    # the config's default device, unless this PyTorch can see a GPU (then the default is the PyTorch network on it)
+    device = ["--device", "cpu"] if _torch_can_use_a_gpu() else []
+
+    def predict(out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", PROBE.format(heavy=("torch", "monai")), "predict", str(inputs),
+                               "--out", str(tmp_path / out), "--no-progress", "--overlay", "--probabilities", *device],
+                              capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env, check=False)
+
+    first = predict("first")
+    # the export builds the PyTorch network (of MONAI's blocks)
+    assert first.returncode == 0 and "heavy: ['monai', 'torch']" in first.stdout, first.stdout + first.stderr
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+    again = predict("again")
+    assert again.returncode == 0 and "heavy: []" in again.stdout, again.stdout + again.stderr
+    for name in ("IMD002_mask.png", "IMD002_prob.png", "IMD002_overlay.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "first" / name).read_bytes(), name
+    table = (tmp_path / "first" / "predictions.csv").read_text().replace(str(tmp_path / "first"), str(tmp_path / "again"))
+    assert (tmp_path / "again" / "predictions.csv").read_text() == table
 
 
 def test_read_photo_is_the_bundle_reader_s_array():
@@ -89,8 +123,9 @@ def test_the_config_s_settings_read_as_json_are_monai_s(tmp_path):
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["bundle_root"] = str(REPO_ROOT)
-    for key in (*_BATCH_IDS, "device"):
+    for key in _BATCH_IDS:
         assert settings[key] == parser.get_parsed_content(key), key
+    assert settings["device"] == str(parser.get_parsed_content("device"))  # without importing torch on a CPU build
     # an edited config with an expression where a plain value was: MONAI's parser resolves it
     edited = json.loads(config.read_text())
     edited["threshold"] = "$0.25 + 0.25"

@@ -342,6 +342,9 @@ def test_infer_returns_a_binary_mask_of_the_image_size_that_matches_the_expert(s
     assert min(agreement.values()) >= MIN_AGREEMENT, agreement
     assert min(dices.values()) > MIN_IMAGE_DICE, dices
     assert float(np.mean(list(dices.values()))) > MIN_MEAN_DICE, dices
+    # the infer task ran the package's default runtime (ONNX Runtime, which setup_monailabel_env.sh installs), as
+    # predict and the scorer do, not the sample's eager network_def
+    assert f"inference runtime: onnxruntime for {server['app']}" in server["log"].read_text(errors="replace")
 
 
 def _post_json(url: str, payload: dict) -> tuple[int, object]:
