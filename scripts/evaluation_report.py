@@ -3,7 +3,9 @@
 
 Prints one table by source (each dataset folder): the original paper's pooled metrics at 256x256, the
 per-image means and the ISIC thresholded Jaccard, and the same at each image's original resolution (the
-prediction resized back, as the inference config does). Writes the per-image CSV, a summary JSON and an
+prediction resized back, as the inference config does), after the inference config's mask clean-up
+(``fill_holes``, ``largest_component``: whichever configs/inference.json turns on), so the figures are those of
+the masks that ``configs/inference.json`` and ``egeunet-monai predict`` write. Writes the per-image CSV, a summary JSON and an
 overlay contact sheet.
 
 The images go through the bundle's own transforms (configs/train.json ``validate#preprocessing`` for the 256x256
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Invertd, LoadImage
+from monai.transforms import Compose, FillHolesd, Invertd, KeepLargestConnectedComponentd, LoadImage
 from PIL import Image
 from tqdm import tqdm
 
@@ -79,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/report", help="output folder (default: %(default)s)")
     p.add_argument("--overlays", type=int, default=8, help="images in the overlay sheet (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
+    p.add_argument("--no-cleanup", action="store_true",
+                   help="threshold only: skip the clean-up that configs/inference.json turns on (fill_holes, ...)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (8 views): adds the uncertainty, "
                    "calibration and the three PNGs (see above)")
     return p.parse_args(argv)
@@ -91,19 +95,24 @@ def split_ids(split_file: str, subset: str) -> set[str]:
     return {item["id"] if isinstance(item, dict) else str(item) for item in content[subset]}
 
 
-def load_bundle(weights: str) -> tuple[torch.nn.Module, object, object]:
+def load_bundle(weights: str) -> tuple[torch.nn.Module, object, object, Compose]:
     train = ConfigParser()
     train.read_config(str(REPO_ROOT / "configs" / "train.json"))
     infer = ConfigParser()
     infer.read_config(str(REPO_ROOT / "configs" / "inference.json"))
     # this project's checkpoints and the original implementation's (its own key names) alike
     network = load_eager_network(weights, infer.get_parsed_content("network_def"))
-    return network, train.get_parsed_content("validate#preprocessing"), infer.get_parsed_content("preprocessing")
+    # the clean-up steps that inference.json turns on (disabled ones parse to None), in its order
+    cleanup = Compose([t for t in infer.get_parsed_content("postprocessing_transforms")
+                       if isinstance(t, (FillHolesd, KeepLargestConnectedComponentd))])
+    return network, train.get_parsed_content("validate#preprocessing"), infer.get_parsed_content("preprocessing"), cleanup
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     weights = args.weights or default_weights(str(REPO_ROOT))
-    network, val_pre, infer_pre = load_bundle(weights)
+    network, val_pre, infer_pre, cleanup = load_bundle(weights)
+    if args.no_cleanup:
+        cleanup = Compose([])
     keep = split_ids(args.split, args.subset) if args.split else None
     items = [it for d in args.data for it in pair_images_and_masks(d) if keep is None or it["id"] in keep]
     if not items:
@@ -132,9 +141,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                 row["uncertainty"] = round(float(tta.uncertainty[0]), 5)
             else:
                 prob = torch.sigmoid(network(pre["image"][None].float()))[0].as_tensor()
-        pred256 = (prob >= args.threshold).float()
+        pred256 = cleanup({"pred": (prob >= args.threshold).float()})["pred"]
         back = to_original_size(prob, pre)
-        pred_orig = (back >= args.threshold).float()
+        pred_orig = cleanup({"pred": (back >= args.threshold).float()})["pred"]
         if args.tta:
             row["flags"] = format_flags(quality_flags(pred_orig, row["uncertainty"]))
             for name, p in (("tta", back), ("no_tta", to_original_size(plain, pre))):
@@ -156,7 +165,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             overlays.append(draw_overlay(load_photo(item["image"]), pred_hw, mask_hw))
             titles.append(f"{item['id']} Dice {row['dice_original']:.3f}")
 
-    summary: dict = {"weights": str(weights), "images": len(rows), "tta": args.tta, "by_source": {}}
+    summary: dict = {"weights": str(weights), "images": len(rows), "tta": args.tta,
+                     "cleanup": [type(t).__name__ for t in cleanup.transforms], "by_source": {}}
     for source in sorted({r["source"] for r in rows}) + ["all"]:
         sel = [r for r in rows if source == "all" or r["source"] == source]
         entry = {"images": len(sel)}
