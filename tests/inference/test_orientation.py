@@ -44,13 +44,18 @@ IMAGE_SIZE = 256
 NEAR_THRESHOLD = 1e-4
 # On PH2 the two pipelines resize differently (MONAI's Resized smooths with a Gaussian before a bilinear
 # downsampling, PyTorch's/torchvision's antialias filters with a triangle), so boundary pixels may flip. Measured
-# pixels that differ (IMD008, IMD015, IMD020; of about 438,000): released weights 60, 360, 155 (TorchScript and ONNX
-# alike), original checkpoint 65, 102, 83; every one on the boundary band of the bundle's mask (pixels whose 3x3
-# neighbourhood holds both classes), at most 0.12 of that band. Allowed: on the band, at most 0.25 of it. Fed
-# W x H instead, 218 to 9,334 pixels differ on these six images, 17 to 7,824 of them off the band, 0.31 to 3.0 of it.
+# pixels that differ (IMD008, IMD015, IMD020; of about 438,000): weights released before 2026-12-06 60, 360, 155
+# (TorchScript and ONNX alike), original checkpoint 65, 102, 83, every one on the boundary band of the bundle's mask
+# (pixels whose 3x3 neighbourhood holds both classes), at most 0.12 of that band; the 0.2.0 weights 137, 469, 161,
+# at most 0.16 of the band, 4 pixels off it (IMD015: a one-pixel crack in the reference's mask, its probability
+# 0.491-0.496), and every differing pixel within 0.062 of the threshold in the reference's probability. Allowed: at
+# most 0.25 of the band, every pixel within 0.1 of the threshold. Fed W x H instead, 218 to 9,334 pixels differ on
+# these six images, 17 to 7,824 of them off the band, 0.31 to 3.0 of it, up to 0.44-0.47 from the threshold.
 MAX_BAND_FRACTION = 0.25
-# Dice of the bundle's masks against the expert masks, released weights, H x W input (2-core Intel Xeon, 2026-12-01):
-# IMD008 0.9439, IMD015 0.9310, IMD020 0.9333; asserted 0.03 below the lowest.
+NEAR_THRESHOLD_RESIZED = 0.1
+# Dice of the bundle's masks against the expert masks, H x W input: weights released before 2026-12-06 IMD008 0.9439,
+# IMD015 0.9310, IMD020 0.9333 (2-core Intel Xeon, 2026-12-01); the 0.2.0 weights 0.9383, 0.9455, 0.9349 (no hole
+# filling; 2-core AMD EPYC, 2026-12-06); asserted 0.03 below the lowest of the first.
 MIN_PH2_DICE = 0.90
 
 
@@ -149,7 +154,8 @@ def _agreement(image_id: str, bundle_mask: np.ndarray, reference_prob: np.ndarra
     text = f"{image_id}: {int(differ.sum())} px differ, {off_band} off the boundary band, {band_fraction:.2f} of it"
     if image_id in ISIC_IDS:
         return bool(np.all(np.abs(reference_prob[differ] - 0.5) < NEAR_THRESHOLD)), text
-    return off_band == 0 and band_fraction <= MAX_BAND_FRACTION, text
+    near = bool(np.all(np.abs(reference_prob[differ] - 0.5) < NEAR_THRESHOLD_RESIZED))
+    return near and band_fraction <= MAX_BAND_FRACTION, text
 
 
 def _check(network, photos: Path, masks: Path) -> str:
