@@ -143,9 +143,10 @@ def evaluate(args: argparse.Namespace) -> dict:
                 prob = torch.sigmoid(network(pre["image"][None].float()))[0].as_tensor()
         pred256 = cleanup({"pred": (prob >= args.threshold).float()})["pred"]
         back = to_original_size(prob, pre)
-        pred_orig = cleanup({"pred": (back >= args.threshold).float()})["pred"]
-        if args.tta:
-            row["flags"] = format_flags(quality_flags(pred_orig, row["uncertainty"]))
+        thresholded = (back >= args.threshold).float()
+        pred_orig = cleanup({"pred": thresholded})["pred"]
+        if args.tta:  # flagged before the clean-up, as predict flags them
+            row["flags"] = format_flags(quality_flags(thresholded, row["uncertainty"]))
             for name, p in (("tta", back), ("no_tta", to_original_size(plain, pre))):
                 for group in (item["source"], "all"):
                     calibration[(name, group)].update(p.as_tensor().clamp(0.0, 1.0), mask_orig)
