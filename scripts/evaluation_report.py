@@ -144,7 +144,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         pred256 = cleanup({"pred": (prob >= args.threshold).float()})["pred"]
         back = to_original_size(prob, pre)
         thresholded = (back >= args.threshold).float()
-        pred_orig = cleanup({"pred": thresholded})["pred"]
+        pred_orig = cleanup({"pred": thresholded.clone()})["pred"]  # a copy: MONAI's clean-up works in place
         if args.tta:  # flagged before the clean-up, as predict flags them
             row["flags"] = format_flags(quality_flags(thresholded, row["uncertainty"]))
             for name, p in (("tta", back), ("no_tta", to_original_size(plain, pre))):
