@@ -113,7 +113,7 @@ def _dice(counts: np.ndarray) -> float:
 
 def evaluate(args: argparse.Namespace) -> dict:
     weights = args.weights or default_weights(str(REPO_ROOT))
-    network, _, infer_pre = load_bundle(weights)
+    network, _, infer_pre, _ = load_bundle(weights)  # its own clean-ups below, each on a copy of the mask
     keep = split_ids(args.split, args.subset) if args.split else None
     items = [it for d in args.data for it in pair_images_and_masks(d) if keep is None or it["id"] in keep]
     if not items:
