@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subset", default="validation", help="which list of the split file to evaluate (default: %(default)s)")
     p.add_argument("--weights", help="model.pt (default: models/model.pt, else the released bundle/models/model.pt)")
     p.add_argument("--out", default="runs/report", help="output folder (default: %(default)s)")
-    p.add_argument("--overlays", type=int, default=8, help="images in the overlay sheet (default: %(default)s)")
+    p.add_argument("--overlays", type=int, default=8,
+                   help="images in the overlay sheet, 0 for none (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
     p.add_argument("--no-cleanup", action="store_true",
                    help="threshold only: skip the clean-up that configs/inference.json turns on (fill_holes, ...)")
@@ -189,7 +190,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    Image.fromarray(overlay_sheet(overlays, titles)).save(out / "overlays.png")
+    if overlays:  # --overlays 0: no sheet
+        Image.fromarray(overlay_sheet(overlays, titles)).save(out / "overlays.png")
     return summary
 
 

@@ -11,8 +11,8 @@ and the predictions resized back to the image's original size (MONAI ``Invertd``
 - the quality flags (how many images, their mean Dice) and the uncertainty's 90th percentile, the rule by which
   the ``low_confidence`` threshold was set;
 - the expected calibration error of the pixel probabilities with and without TTA (``reliability.png``);
-- pooled DSC and mean Dice without / with TTA, each raw and after MONAI's ``KeepLargestConnectedComponent``
-  (needs scikit-image), ``FillHoles`` and both.
+- pooled DSC and mean Dice without / with TTA, each raw and after MONAI's ``KeepLargestConnectedComponent``,
+  ``FillHoles`` and both.
 
 Writes ``per_image.csv``, ``summary.json``, ``table.md``, the two PNGs and, with ``--maps``, a per-pixel
 uncertainty map ``maps/<id>_uncertainty.png`` for every image (binary entropy of the mean probability x 255).
@@ -39,7 +39,6 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import FillHoles, Invertd, KeepLargestConnectedComponent, LoadImage
-from monai.utils import optional_import
 from PIL import Image
 from tqdm import tqdm
 
@@ -114,7 +113,7 @@ def _dice(counts: np.ndarray) -> float:
 
 def evaluate(args: argparse.Namespace) -> dict:
     weights = args.weights or default_weights(str(REPO_ROOT))
-    network, _, infer_pre = load_bundle(weights)
+    network, _, infer_pre, _ = load_bundle(weights)  # its own clean-ups below, each on a copy of the mask
     keep = split_ids(args.split, args.subset) if args.split else None
     items = [it for d in args.data for it in pair_images_and_masks(d) if keep is None or it["id"] in keep]
     if not items:
@@ -124,13 +123,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     load_mask = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
     # the bundle's arrays follow the reader's axis order; PNGs are written rows first
     to_rows_first = (lambda a: a.T) if reader.reverse_indexing else (lambda a: a)  # noqa: E731
-    cleanups = {"raw": lambda m: m, "fill_holes": FillHoles()}
-    if optional_import("skimage.measure")[1]:
-        lcc = KeepLargestConnectedComponent()
-        cleanups["largest_component"] = lcc
-        cleanups["largest_component+fill_holes"] = lambda m: cleanups["fill_holes"](lcc(m))
-    else:
-        print("scikit-image is not installed: no KeepLargestConnectedComponent rows (pip install scikit-image)")
+    fill, lcc = FillHoles(), KeepLargestConnectedComponent()
+    cleanups = {"raw": lambda m: m, "fill_holes": fill, "largest_component": lcc,
+                "largest_component+fill_holes": lambda m: fill(lcc(m))}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.maps:

@@ -216,8 +216,8 @@ class BatchPredictor:
         save_probabilities: also write ``<stem>_prob.png`` (probability x 255, as the bundle's ``SaveImaged``).
         save_overlays: also write ``<stem>_overlay.png``: the mask's outline on the photograph.
         fill_holes: fill the mask's holes (MONAI's ``FillHoles``), as ``configs/inference.json``'s ``fill_holes``.
-        largest_component: keep the largest piece only (MONAI's ``KeepLargestConnectedComponent``; needs
-            scikit-image), as the config's ``largest_component``.
+        largest_component: keep the largest piece only (MONAI's ``KeepLargestConnectedComponent``, which
+            runs on scikit-image on CPU), as the config's ``largest_component``.
     """
 
     def __init__(

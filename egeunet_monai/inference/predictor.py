@@ -443,7 +443,9 @@ class LesionPredictor:
                     probability = result["pred"]  # after sigmoid and resize back, before the threshold
                 result = transform(result)
                 if at_threshold:
-                    thresholded = result["pred"]  # the flags' mask: before any clean-up of its pieces and holes
+                    # the flags' mask, before any clean-up of its pieces and holes: a copy, as MONAI's FillHolesd
+                    # and KeepLargestConnectedComponentd change their input in place
+                    thresholded = result["pred"].clone()
         if thresholded is None:
             raise ValueError("the inference postprocessing has no AsDiscreted threshold.")
         # the network works rows first (H x W); the config's last steps hand the mask over in MONAI's (x, y) order,

@@ -1,0 +1,84 @@
+# Copyright (c) egeunet-monai contributors. Apache-2.0.
+"""``egeunet-monai predict --no-fill-holes`` and ``--largest-component`` with the released weights on a real
+photograph whose mask has holes and a second piece, and the same options reaching ``serve``'s predictor."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from egeunet_monai.cli import main
+from egeunet_monai.cli.predict import CSV_NAME
+from tests.conftest import REPO_ROOT, require_shared_data
+
+RELEASED = REPO_ROOT / "bundle" / "models" / "model.pt"
+# PH2 IMD424 with the released weights at the default threshold (2026-12-06): the thresholded mask has holes that
+# fill_holes fills (6823 pixels) and a second piece that largest_component removes (1562 pixels); flagged
+# touches_border and multiple_components
+PHOTO = "IMD424.jpg"
+
+
+def _predict(photo: Path, out: Path, *options: str) -> tuple[np.ndarray, dict]:
+    """The mask (lesion True) and the CSV row of ``egeunet-monai predict photo --out out *options``."""
+    code = main(["predict", str(photo), "--out", str(out), "--weights", str(RELEASED), "--device", "cpu",
+                 "--no-progress", *options])
+    assert code == 0
+    with open(out / CSV_NAME, newline="", encoding="utf-8") as f:
+        (row,) = csv.DictReader(f)
+    return np.asarray(Image.open(row["mask"])) > 0, row
+
+
+def _pieces(mask: np.ndarray) -> int:
+    return ndimage.label(mask, structure=np.ones((3, 3)))[1]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    photo = require_shared_data("ph2", "images", PHOTO)
+    return photo, *_predict(photo, tmp_path_factory.mktemp("default"))
+
+
+def test_no_fill_holes_leaves_the_holes_in_the_mask(default_run, tmp_path):
+    photo, filled, row = default_run
+    holed, holed_row = _predict(photo, tmp_path, "--no-fill-holes")
+    assert not (holed & ~filled).any()  # filling only adds lesion pixels
+    assert (filled & ~holed).sum() > 1000
+    assert int(holed_row["lesion_area_px"]) == int(holed.sum()) < int(row["lesion_area_px"])
+    assert holed_row["flags"] == row["flags"]  # measured before the clean-up either way
+
+
+def test_largest_component_keeps_one_piece_and_the_flags(default_run, tmp_path):
+    photo, default, row = default_run
+    largest, largest_row = _predict(photo, tmp_path, "--largest-component")
+    assert _pieces(default) > 1 and _pieces(largest) == 1
+    assert not (largest & ~default).any() and (default & ~largest).sum() > 1000
+    assert largest_row["flags"] == row["flags"] == "touches_border;multiple_components"
+
+
+def test_serve_builds_its_predictor_with_the_clean_up_options(monkeypatch):
+    """The viewer segments with the predictor that ``serve`` builds from its options (the server itself is not
+    started: its ``serve`` call is replaced by one that keeps the predictor)."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    import egeunet_monai.viewer as viewer
+
+    served = {}
+    monkeypatch.setattr(viewer, "serve", lambda predictor, **kwargs: served.update(predictor=predictor))
+    assert main(["serve", "--weights", str(RELEASED), "--device", "cpu", "--no-fill-holes",
+                 "--largest-component"]) == 0
+    assert served["predictor"].largest_component and not served["predictor"].fill_holes
+    assert main(["serve", "--weights", str(RELEASED), "--device", "cpu"]) == 0
+    assert served["predictor"].fill_holes and not served["predictor"].largest_component
+
+
+def test_predict_help_gives_the_clean_up_options_defaults_and_measurements(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-fill-holes leave holes in the mask (the config's fill_holes, on by default: +0.0004" in text
+    assert "--largest-component keep only the mask's largest piece (the config's largest_component, off by " in text
