@@ -101,8 +101,7 @@ def quality_flags(
             ``low_confidence``.
         thresholds: when each flag applies; default :class:`QualityThresholds`.
     """
-    # scipy is not (yet) a dependency of the package (MONAI's FillHoles needs it too): imported on use, so that
-    # importing egeunet_monai.inference (the predictor) works without it
+    # imported on use: importing egeunet_monai.inference (predict's start-up) does not pay for scipy
     from scipy import ndimage
 
     thresholds = thresholds or QualityThresholds()

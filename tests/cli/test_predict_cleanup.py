@@ -5,6 +5,11 @@ photograph whose mask has holes and a second piece, and the same options reachin
 from __future__ import annotations
 
 import csv
+import io
+import json
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ from scipy import ndimage
 from egeunet_monai.cli import main
 from egeunet_monai.cli.predict import CSV_NAME
 from tests.conftest import REPO_ROOT, require_shared_data
+from tests.local_server import free_port, stop_process_group, wait_until_answering
 
 RELEASED = REPO_ROOT / "bundle" / "models" / "model.pt"
 # PH2 IMD424 with the released weights at the default threshold (2026-12-06): the thresholded mask has holes that
@@ -60,20 +66,32 @@ def test_largest_component_keeps_one_piece_and_the_flags(default_run, tmp_path):
     assert largest_row["flags"] == row["flags"] == "touches_border;multiple_components"
 
 
-def test_serve_builds_its_predictor_with_the_clean_up_options(monkeypatch):
-    """The viewer segments with the predictor that ``serve`` builds from its options (the server itself is not
-    started: its ``serve`` call is replaced by one that keeps the predictor)."""
+def test_serve_segments_with_the_clean_up_options(default_run, tmp_path):
+    """``egeunet-monai serve --no-fill-holes --largest-component``, a real server on 127.0.0.1: the uploaded photo's
+    mask is one piece, smaller than ``predict``'s default mask and inside it (no holes filled, second piece gone)."""
     pytest.importorskip("starlette")
     pytest.importorskip("uvicorn")
-    import egeunet_monai.viewer as viewer
-
-    served = {}
-    monkeypatch.setattr(viewer, "serve", lambda predictor, **kwargs: served.update(predictor=predictor))
-    assert main(["serve", "--weights", str(RELEASED), "--device", "cpu", "--no-fill-holes",
-                 "--largest-component"]) == 0
-    assert served["predictor"].largest_component and not served["predictor"].fill_holes
-    assert main(["serve", "--weights", str(RELEASED), "--device", "cpu"]) == 0
-    assert served["predictor"].fill_holes and not served["predictor"].largest_component
+    photo, filled, _ = default_run
+    port, log = free_port(), tmp_path / "serve.log"
+    script = Path(sys.executable).with_name("egeunet-monai")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(script), "serve", "--port", str(port), "--weights", str(RELEASED),
+                                 "--device", "cpu", "--no-fill-holes", "--largest-component"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(url + "/", proc, log, 300, "egeunet-monai serve")
+        request = urllib.request.Request(url + "/api/segment", data=photo.read_bytes(), method="POST",
+                                         headers={"X-File-Name": PHOTO, "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        with urllib.request.urlopen(url + answer["mask_url"], timeout=60) as response:
+            served = np.asarray(Image.open(io.BytesIO(response.read()))) > 0
+    finally:
+        stop_process_group(proc, timeout_s=20)
+    assert served.shape == filled.shape and _pieces(served) == 1
+    assert not (served & ~filled).any() and (filled & ~served).sum() > 1000
+    assert answer["flags"] == ["touches_border", "multiple_components"]  # measured before the clean-up
 
 
 def test_predict_help_gives_the_clean_up_options_defaults_and_measurements(capsys):
