@@ -174,7 +174,8 @@ class DermoscopyImageReader(PILReader):
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         """The array (``uint8``; (H, W, 3) for photographs, (H, W) 0/1 for masks; (W, H, ...) with
-        ``reverse_indexing``) and PILReader's metadata, for what :meth:`read` returned.
+        ``reverse_indexing``) and PILReader's metadata, for what :meth:`read` returned; ``format`` and
+        ``original_mode`` are the file's (before conversion), ``dermoscopy_kind`` is ``"image"`` or ``"mask"``.
 
         Args:
             img: the return value of :meth:`read`.
@@ -183,19 +184,14 @@ class DermoscopyImageReader(PILReader):
             DermoscopyInputError: a file that is missing, unreadable, truncated, empty, too large, or a mask that
                 is not binary.
         """
-        for item in ensure_tuple(img):
+        images = ensure_tuple(img)
+        for item in images:
             if isinstance(item, _FailedRead):
                 raise item.error
-        return super().get_data(img)
-
-    def _get_meta_dict(self, img: Image.Image) -> dict:
-        """PILReader's metadata, with the format and mode of the file rather than of the converted image.
-
-        Args:
-            img: an image returned by :meth:`read`.
-        """
-        meta = super()._get_meta_dict(img)
-        meta["format"] = img.info.get(_INFO_FORMAT, meta["format"])
-        meta["original_mode"] = img.info.get(_INFO_MODE, img.mode)
-        meta["dermoscopy_kind"] = img.info.get(_INFO_KIND, self.kind)
-        return meta
+        array, meta = super().get_data(img)
+        # PILReader keeps the first image's metadata when given several
+        first = images[0]
+        meta["format"] = first.info.get(_INFO_FORMAT, meta["format"])
+        meta["original_mode"] = first.info.get(_INFO_MODE, first.mode)
+        meta["dermoscopy_kind"] = first.info.get(_INFO_KIND, self.kind)
+        return array, meta

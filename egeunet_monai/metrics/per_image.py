@@ -136,7 +136,7 @@ class ThresholdedJaccardMetric(MeanIoU):
         if y is None:
             raise ValueError("ThresholdedJaccardMetric needs the ground truth y.")
         pred, label = binarize(y_pred, y, self.threshold)
-        iou = super()._compute_tensor(pred.float(), label.float())
+        iou = compute_iou(pred.float(), label.float(), include_background=True, ignore_empty=False)
         return thresholded_jaccard(iou, self.jaccard_threshold)
 
 
