@@ -286,6 +286,34 @@ def test_zoom_runs_on_both_augmentation_paths_and_keeps_the_mask_binary_and_on_t
     assert torch.equal(torch.as_tensor(off({"image": image.clone(), "label": mask.clone()})["label"]), mask)
 
 
+def test_zoom_range_of_two_sequences_zooms_each_axis_by_its_own_factor():
+    """``--zoom_range "[[rows_min, cols_min], [rows_max, cols_max]]"`` (RandZoomd's sequence form, the per-axis
+    recipe of docs/recipes.md) draws one factor per axis, rows first as the arrays are H x W: a range pinned to 0.8
+    on the rows and 1.25 on the columns turns a centred disc into an ellipse 0.8x as tall and 1.25x as wide, image
+    and mask alike; the same ranges swapped give the transposed ellipse."""
+    import torch
+    from monai.transforms import Compose
+
+    rows, cols = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    mask = (((rows - 47.5) ** 2 + (cols - 47.5) ** 2) < 20**2).float()[None]
+    image = (200 - 150 * mask).repeat(3, 1, 1)
+
+    def extent(m):  # (height, width) of the mask's bounding box
+        r, c = torch.nonzero(m[0] > 0, as_tuple=True)
+        return float(r.max() - r.min() + 1), float(c.max() - c.min() + 1)
+
+    height, width = extent(mask)
+    for factors in ((0.8, 1.25), (1.25, 0.8)):
+        parser = _train_parser(zoom_prob=1.0, zoom_range=[list(factors), list(factors)])
+        out = Compose(parser.get_parsed_content("train#scale_transforms"))({"image": image.clone(), "label": mask.clone()})
+        label, zoomed = torch.as_tensor(out["label"]), torch.as_tensor(out["image"])
+        assert label.shape == mask.shape and set(label.unique().tolist()) == {0.0, 1.0}
+        h, w = extent(label)
+        assert h == pytest.approx(height * factors[0], abs=2) and w == pytest.approx(width * factors[1], abs=2), factors
+        lesion_in_image = (zoomed[0] < 125) & (zoomed[0] > 0)
+        assert float((lesion_in_image != (label[0] > 0)).sum()) <= 0.02 * float(label.sum()), factors
+
+
 def _tiny_ema_parser(tmp_path: Path, **overrides):
     from egeunet_monai.data import generate_synthetic_dataset
 
