@@ -247,13 +247,38 @@ def test_intra_op_threads_defaults_to_pytorchs_and_is_checked():
         torch.set_num_threads(threads)
 
 
+def _disc_on_skin(centre_row: float, centre_col: float, radius: float):
+    """A dark disc (the lesion, mask 1) on a bright skin, 96x96: ``(image, mask)``, channels first."""
+    import torch
+
+    rows, cols = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    mask = (((rows - centre_row) ** 2 + (cols - centre_col) ** 2) < radius**2).float()[None]
+    return (200 - 150 * mask).repeat(3, 1, 1), mask
+
+
+def _zoomed(parser, image, mask):
+    """``train#scale_transforms`` of ``parser`` applied to ``(image, mask)``: ``(image, mask)`` as tensors."""
+    import torch
+    from monai.transforms import Compose
+
+    out = Compose(parser.get_parsed_content("train#scale_transforms"))({"image": image.clone(), "label": mask.clone()})
+    return torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+
+
+def _mask_pixels_off_the_image_lesion(image, mask) -> float:
+    """Pixels where the mask and the image's dark lesion disagree; the zero border of a zoom-out is neither skin nor
+    lesion."""
+    lesion_in_image = (image[0] < 125) & (image[0] > 0)
+    return float((lesion_in_image != (mask[0] > 0)).sum())
+
+
 def test_zoom_runs_on_both_augmentation_paths_and_keeps_the_mask_binary_and_on_the_lesion():
     """``zoom_prob`` (0: off, the default) turns on MONAI's ``RandZoomd`` by a factor in ``zoom_range``, per sample
     in the loader on both augmentation paths, after the colour and before the flips and rotation. Image and mask
     keep their size and are zoomed alike: the mask stays 0/1, lies on the image's lesion, and the border a zoom-out
     adds is background (zeros), not a repeated edge that would extend a lesion touching it."""
     import torch
-    from monai.transforms import Compose, RandAdjustContrastd, RandFlipd, RandZoomd
+    from monai.transforms import RandAdjustContrastd, RandFlipd, RandZoomd
 
     for augment_on_device in ("true", "false"):
         parser = _train_parser(zoom_prob=1.0, augment_on_device=augment_on_device)
@@ -261,29 +286,22 @@ def test_zoom_runs_on_both_augmentation_paths_and_keeps_the_mask_binary_and_on_t
         assert kinds.count(RandZoomd) == 1 and kinds.index(RandAdjustContrastd) < kinds.index(RandZoomd)
         if augment_on_device == "false":
             assert kinds.index(RandZoomd) < kinds.index(RandFlipd)
-    # a dark disc (the lesion, mask 1) that touches the left border, on a bright skin
-    rows, cols = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
-    mask = (((rows - 40) ** 2 + cols**2) < 30**2).float()[None]
-    image = (200 - 150 * mask).repeat(3, 1, 1)
+    image, mask = _disc_on_skin(40, 0, 30)  # touches the left border
     for zoom in (0.8, 1.25):
         parser = _train_parser(zoom_prob=1.0, zoom_range=[zoom, zoom])
         assert parser.get_parsed_content("train#tracked_params#zoom_range") == [zoom, zoom]
-        out = Compose(parser.get_parsed_content("train#scale_transforms"))({"image": image.clone(), "label": mask.clone()})
-        zoomed, label = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+        zoomed, label = _zoomed(parser, image, mask)
         assert zoomed.shape == image.shape and label.shape == mask.shape
         assert set(label.unique().tolist()) == {0.0, 1.0}
         area = float(label.sum())
         assert not torch.equal(label, mask)
-        skin = zoomed[0] > 0  # the zero border of a zoom-out is neither skin nor lesion
-        lesion_in_image = (zoomed[0] < 125) & skin
-        assert float((lesion_in_image != (label[0] > 0)).sum()) <= 0.02 * area, f"mask off the lesion at zoom {zoom}"
+        assert _mask_pixels_off_the_image_lesion(zoomed, label) <= 0.02 * area, f"mask off the lesion at zoom {zoom}"
         if zoom < 1:  # the whole lesion, smaller, and a border of zeros where it touched the edge
             assert area == pytest.approx(float(mask.sum()) * zoom**2, rel=0.05)
             border = (96 - round(96 * zoom)) // 2
             assert float(zoomed[..., :border].abs().sum()) == 0.0
             assert float(label[..., :border].sum()) == 0.0, "a lesion pixel was invented in the padded border"
-    off = Compose(_train_parser().get_parsed_content("train#scale_transforms"))
-    assert torch.equal(torch.as_tensor(off({"image": image.clone(), "label": mask.clone()})["label"]), mask)
+    assert torch.equal(_zoomed(_train_parser(), image, mask)[1], mask)
 
 
 def test_zoom_range_of_two_sequences_zooms_each_axis_by_its_own_factor():
@@ -292,11 +310,8 @@ def test_zoom_range_of_two_sequences_zooms_each_axis_by_its_own_factor():
     on the rows and 1.25 on the columns turns a centred disc into an ellipse 0.8x as tall and 1.25x as wide, image
     and mask alike; the same ranges swapped give the transposed ellipse."""
     import torch
-    from monai.transforms import Compose
 
-    rows, cols = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
-    mask = (((rows - 47.5) ** 2 + (cols - 47.5) ** 2) < 20**2).float()[None]
-    image = (200 - 150 * mask).repeat(3, 1, 1)
+    image, mask = _disc_on_skin(47.5, 47.5, 20)
 
     def extent(m):  # (height, width) of the mask's bounding box
         r, c = torch.nonzero(m[0] > 0, as_tuple=True)
@@ -305,13 +320,11 @@ def test_zoom_range_of_two_sequences_zooms_each_axis_by_its_own_factor():
     height, width = extent(mask)
     for factors in ((0.8, 1.25), (1.25, 0.8)):
         parser = _train_parser(zoom_prob=1.0, zoom_range=[list(factors), list(factors)])
-        out = Compose(parser.get_parsed_content("train#scale_transforms"))({"image": image.clone(), "label": mask.clone()})
-        label, zoomed = torch.as_tensor(out["label"]), torch.as_tensor(out["image"])
+        zoomed, label = _zoomed(parser, image, mask)
         assert label.shape == mask.shape and set(label.unique().tolist()) == {0.0, 1.0}
         h, w = extent(label)
         assert h == pytest.approx(height * factors[0], abs=2) and w == pytest.approx(width * factors[1], abs=2), factors
-        lesion_in_image = (zoomed[0] < 125) & (zoomed[0] > 0)
-        assert float((lesion_in_image != (label[0] > 0)).sum()) <= 0.02 * float(label.sum()), factors
+        assert _mask_pixels_off_the_image_lesion(zoomed, label) <= 0.02 * float(label.sum()), factors
 
 
 def _tiny_ema_parser(tmp_path: Path, **overrides):
