@@ -195,9 +195,9 @@ class DurableDiskSaver(BaseSaveHandler):
 
 class DurableCheckpointSaver:
     """Save an engine's objects with ignite's ``Checkpoint`` and :class:`DurableDiskSaver`: the best model by a key
-    metric and/or a checkpoint every ``save_interval`` epochs (or iterations). Argument names and file names are
-    those of ``monai.handlers.CheckpointSaver`` (``model.pt`` via ``key_metric_filename``,
-    ``checkpoint_epoch=3.pt``).
+    metric, a checkpoint every ``save_interval`` epochs (or iterations), and/or the model of the last epoch. Argument
+    names and file names are those of ``monai.handlers.CheckpointSaver`` (``model.pt`` via ``key_metric_filename``
+    or ``final_filename``, ``checkpoint_epoch=3.pt``).
 
     MONAI's saver writes in place (``atomic=False``) after ignite has deleted the previous file, so a kill, a crash
     or a full disk during a write leaves a truncated newest checkpoint, or none. This one writes a temporary file,
@@ -220,6 +220,10 @@ class DurableCheckpointSaver:
         save_interval: save every ``save_interval`` epochs (``epoch_level``) or iterations; 0: never.
         epoch_level: count ``save_interval`` in epochs, else in iterations.
         n_saved: how many interval checkpoints to keep; ``None``: all.
+        save_final: save at the end of the engine's last epoch (``max_epochs``), not at ``COMPLETED`` as MONAI's
+            saver does: handlers of ``COMPLETED`` attached before this one (MLflow's artifacts) then find the file,
+            and a run that is killed or fails saves nothing (``--resume true`` finishes it).
+        final_filename: a fixed file name for the last epoch's save.
         file_prefix: prefix of ignite's file names.
         name: logger name; ``None``: the engine's logger.
         save_func: ``save_func(obj, binary_file)``; ``torch.save`` by default.
@@ -239,6 +243,8 @@ class DurableCheckpointSaver:
         file_prefix: str = "",
         name: str | None = None,
         save_func: Callable[[Any, Any], None] = torch.save,
+        save_final: bool = False,
+        final_filename: str | None = None,
     ) -> None:
         if not save_dict:
             raise ValueError("DurableCheckpointSaver: save_dict names nothing to save.")
@@ -252,6 +258,14 @@ class DurableCheckpointSaver:
         self.key_metric_checkpoint: Checkpoint | None = None
         self.interval_checkpoint: Checkpoint | None = None
         self.interval_saver: DurableDiskSaver | None = None
+        self.final_checkpoint: Checkpoint | None = None
+        if save_final:
+            self.final_checkpoint = Checkpoint(
+                to_save=save_dict,
+                save_handler=DurableDiskSaver(save_dir, filename=final_filename, save_func=save_func),
+                filename_prefix=file_prefix,
+                n_saved=1,
+            )
         if save_key_metric:
             self.key_metric_checkpoint = Checkpoint(
                 to_save=save_dict,
@@ -298,6 +312,10 @@ class DurableCheckpointSaver:
         if self.interval_checkpoint is not None:
             event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
             engine.add_event_handler(event(every=self.save_interval), self.interval_completed)
+        if self.final_checkpoint is not None and not engine.has_event_handler(
+            self.last_epoch_completed, Events.EPOCH_COMPLETED
+        ):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.last_epoch_completed)
 
     def _save(self, checkpoint: Checkpoint, engine: Engine) -> None:
         saved = checkpoint.state_dict()
@@ -324,6 +342,14 @@ class DurableCheckpointSaver:
         else:
             self.logger.info(f"Saved checkpoint at iteration: {engine.state.iteration}")
         self._remove_superseded_interval_files()
+
+    def last_epoch_completed(self, engine: Engine) -> None:
+        """Save the objects if ``engine`` has just completed its last epoch."""
+        if self.final_checkpoint is None:
+            raise ValueError("DurableCheckpointSaver: save_final is False.")
+        if engine.state.epoch >= (engine.state.max_epochs or 0):
+            self._save(self.final_checkpoint, engine)
+            self.logger.info(f"Saved the model of the last epoch ({engine.state.epoch})")
 
     def _remove_superseded_interval_files(self) -> None:
         """After a resume the saver does not know the checkpoints of the interrupted run (``checkpoint_epoch=2.pt``
