@@ -326,7 +326,8 @@ def test_bundle_config_uses_the_durable_savers_and_the_tolerant_tracking() -> No
     handlers = [parser.get(h[1:]) if isinstance(h, str) else h  # "@id": a handler defined under an id
                 for h in config["train"]["trainer_handlers"] + config["validate"]["handlers"]]
     savers = [h for h in handlers if "CheckpointSaver" in h["_target_"]]
-    assert len(savers) == 2 and all(h["_target_"] == "egeunet_monai.handlers.DurableCheckpointSaver" for h in savers)
+    # the epoch checkpoints, the last epoch's model (with no validation images) and the best model
+    assert len(savers) == 3 and all(h["_target_"] == "egeunet_monai.handlers.DurableCheckpointSaver" for h in savers)
     tracking = [h for h in config["train"]["handlers"] if "MLFlow" in h["_target_"]]
     assert [h["_target_"] for h in tracking] == ["egeunet_monai.handlers.TolerantMLFlowHandler"]
     assert tracking[0]["defer_until_checkpoint"] is True and tracking[0]["validator"] == "@validate#evaluator"
