@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # for type checkers, and for scripts/build_bundle.py, which f
     from egeunet_monai.data.errors import DermoscopyInputError, DermoscopyInputWarning
     from egeunet_monai.data.photo import DEFAULT_MAX_PIXELS, is_mask_path, oriented_size, read_photo
     from egeunet_monai.data.reader import DermoscopyImageReader
+    from egeunet_monai.data.repeats import lesion_share, repeat_large_lesions
     from egeunet_monai.data.synthetic import ensure_dataset_dir, generate_synthetic_dataset
     from egeunet_monai.data.writer import RowsFirstPILWriter
 
@@ -44,6 +45,8 @@ _EXPORTS = {
     "oriented_size": "photo",
     "read_photo": "photo",
     "DermoscopyImageReader": "reader",
+    "lesion_share": "repeats",
+    "repeat_large_lesions": "repeats",
     "ensure_dataset_dir": "synthetic",
     "generate_synthetic_dataset": "synthetic",
     "RowsFirstPILWriter": "writer",
