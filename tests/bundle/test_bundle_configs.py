@@ -327,7 +327,7 @@ def test_zoom_range_of_two_sequences_zooms_each_axis_by_its_own_factor():
         assert _mask_pixels_off_the_image_lesion(zoomed, label) <= 0.02 * float(label.sum()), factors
 
 
-def _tiny_ema_parser(tmp_path: Path, **overrides):
+def _tiny_train_parser(tmp_path: Path, **overrides):
     from egeunet_monai.data import generate_synthetic_dataset
 
     data = generate_synthetic_dataset(tmp_path / "data", num_images=6, size=64)
@@ -335,12 +335,43 @@ def _tiny_ema_parser(tmp_path: Path, **overrides):
                          num_workers=0, batch_size=2, device="cpu", **overrides)
 
 
+def test_large_lesion_repeats_lengthen_the_training_list_only(tmp_path: Path):
+    """``--large_lesion_repeats 3``: each training image whose mask's lesion share is above ``large_lesion_share``
+    is listed three times in the trained dataset; the split file, the validation list and ``train_images`` are those
+    of the default (1, off), and ``train_samples`` counts the longer list."""
+    import json
+
+    from egeunet_monai.data import lesion_share
+
+    off = _tiny_train_parser(tmp_path)
+    assert off["large_lesion_repeats"] == 1
+    training = off.get_parsed_content("datalists")["training"]
+    assert off.get_parsed_content("train#dataset#data") == training
+    split_file = tmp_path / "bundle" / "runs" / "datalist_split.json"
+    split = split_file.read_text()
+    shares = sorted(lesion_share(d["label"]) for d in training)
+    threshold = (shares[1] + shares[2]) / 2  # between two shares: the synthetic lesions' sizes vary
+    large = sum(s > threshold for s in shares)
+    assert 0 < large < len(training)
+
+    on = _tiny_train_parser(tmp_path, large_lesion_repeats=3, large_lesion_share=threshold)
+    data = on.get_parsed_content("train#dataset#data")
+    assert len(data) == len(training) + 2 * large
+    counts = {d["id"]: sum(e["id"] == d["id"] for e in data) for d in training}
+    assert all(counts[d["id"]] == (3 if lesion_share(d["label"]) > threshold else 1) for d in training)
+    assert on.get_parsed_content("validate#dataset#data") == off.get_parsed_content("validate#dataset#data")
+    assert split_file.read_text() == split and len(json.loads(split)["training"]) == len(training)
+    tracked = on.get_parsed_content("train#tracked_params")
+    assert (tracked["train_images"], tracked["train_samples"]) == (len(training), len(data))
+    assert (tracked["large_lesion_repeats"], tracked["large_lesion_share"]) == (3, threshold)
+
+
 def test_ema_off_by_default_attaches_nothing(tmp_path: Path):
     """``ema_momentum`` 0 (the default): no EMA handler, the evaluator and the best-model saver use the network, and
     the training checkpoint has no ``ema_model``."""
     from ignite.handlers import EMAHandler
 
-    parser = _tiny_ema_parser(tmp_path)
+    parser = _tiny_train_parser(tmp_path)
     assert parser["ema_momentum"] == 0 and parser.get_parsed_content("ema") is None
     network = parser.get_parsed_content("network")
     assert not any(isinstance(h, EMAHandler) for h in parser.get_parsed_content("train#trainer_handlers"))
@@ -361,7 +392,7 @@ def test_ema_is_what_the_evaluator_scores_the_saver_saves_and_the_checkpoint_res
 
     from egeunet_monai.networks.nets import EGEUNet
 
-    parser = _tiny_ema_parser(tmp_path, ema_momentum=0.25)
+    parser = _tiny_train_parser(tmp_path, ema_momentum=0.25)
     ema = parser.get_parsed_content("ema")
     network = parser.get_parsed_content("network")
     assert isinstance(ema, EMAHandler) and ema.momentum == 0.25 and ema.model is network

@@ -30,7 +30,8 @@ METRICS_CSV_KEYS = {
 TRACKED_PARAMS = {
     "dataset_dir", "train_images", "val_images", "val_fraction", "seed", "image_size", "network", "loss", "optimizer",
     "learning_rate", "weight_decay", "lr_scheduler", "batch_size", "amp", "accelerate", "intra_op_threads",
-    "split_batch_workers", "augment_on_device", "loader_workers",
+    "split_batch_workers", "augment_on_device", "loader_workers", "train_samples", "large_lesion_repeats",
+    "large_lesion_share",
 }
 
 
@@ -185,6 +186,7 @@ def test_mlflow_run_read_back_from_sqlite(synthetic_trained):
     params = run.data.params
     assert TRACKED_PARAMS <= set(params), sorted(TRACKED_PARAMS - set(params))
     assert (params["train_images"], params["val_images"]) == (str(N_TRAIN), str(N_VAL))
+    assert (params["train_samples"], params["large_lesion_repeats"]) == (str(N_TRAIN), "1")  # off by default
     assert float(params["learning_rate"]) == 1e-3 and params["batch_size"] == str(BATCH)
     assert Path(params["dataset_dir"]) == root / "runs" / "synthetic_data"
     # accelerated (C++ kernels: CI builds them), PyTorch's default threads; the CPU step splits each batch over 2
