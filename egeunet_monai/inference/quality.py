@@ -15,10 +15,10 @@ How the default thresholds (:class:`QualityThresholds`) were chosen, on the rele
 - ``multiple_components``: two or more 8-connected pieces each of at least 0.1 % of the image (a second piece that
   large occurs in 0.1 % of the training masks; 2.4 % have smaller specks, which do not count).
 - ``low_confidence``: test-time-augmentation uncertainty (:func:`egeunet_monai.inference.tta.lesion_entropy`)
-  above 0.5, its 90th percentile (0.498) on the 429 validation images with the weights released before
-  2026-12-06, so that it marked the 10 % that the risk-coverage figures set aside: their mean Dice was 0.60,
-  against 0.90 for the images with no flag. With the current weights the percentile is 0.466 (8 % above 0.5);
-  ``scripts/uncertainty_report.py`` prints it for any weights.
+  above 0.5, its 90th percentile (0.498) on the 429 validation images with the 0.1.0 weights, so that it marked
+  the 10 % that the risk-coverage figures set aside: their mean Dice was 0.60, against 0.90 for the images with
+  no flag (the released weights' percentile: the model card); ``scripts/uncertainty_report.py`` prints it for
+  any weights.
 """
 
 from __future__ import annotations

@@ -126,9 +126,9 @@ def lesion_entropy(view_probabilities: torch.Tensor, threshold: float = 0.5) -> 
     compares (this one; the same entropy over the mean prediction's mask only; 1 - IoU of the intersection and
     the union of the views' masks; 1 - mean pairwise IoU of the views' masks): Spearman correlation with 1 - Dice
     0.72 (bootstrap 95 % interval 0.67-0.77) on the 429 validation images of
-    ``bundle/splits/isic2017_ph2_seed0.json`` with the weights released before 2026-12-06, where each of the
-    others reaches 0.70; setting the 10 % most uncertain aside raised mean Dice from 0.871 to 0.902 (0.73 and
-    0.892 to 0.921 with the current weights, ``scripts/evaluation_report.py --tta``).
+    ``bundle/splits/isic2017_ph2_seed0.json`` with the 0.1.0 weights, where each of the others reaches 0.70;
+    setting the 10 % most uncertain aside raised mean Dice from 0.871 to 0.902 (the released weights' figures: the
+    model card, from ``scripts/evaluation_report.py --tta``).
 
     Args:
         view_probabilities: ``N x V x C x H x W`` probabilities of V views, already turned back
