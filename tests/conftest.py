@@ -14,7 +14,7 @@ import pytest
 
 __all__ = [
     "REPO_ROOT", "SHARED_DATA_DIR", "SHARED_REFERENCE_DIR", "console_script", "in_ci", "require_cpu_kernels",
-    "require_shared_data", "require_shared_reference",
+    "require_original_checkpoint", "require_shared_data", "require_shared_reference",
 ]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,15 @@ def require_shared_reference(*subpaths: str) -> Path:
     return _require(
         SHARED_REFERENCE_DIR.joinpath(*subpaths), "reference outputs of the original EGE-UNet (../shared/reference)"
     )
+
+
+def require_original_checkpoint() -> Path:
+    """The original implementation's 17-epoch checkpoint in ``../shared/reference``; skips, or fails under CI.
+
+    The weights of the tests that assert what a network does on given photographs (holes, second pieces, quality
+    flags, uncertainty): they never change, so a new release of ``bundle/models`` does not move those photographs.
+    """
+    return require_shared_reference("original_trained_isic2017_17ep.pth")
 
 
 def require_cpu_kernels():

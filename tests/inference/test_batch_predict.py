@@ -14,7 +14,7 @@ from PIL import Image
 
 from egeunet_monai.inference.batch import BatchPredictor, predict_folder, prepare_image, resize_matrix
 from egeunet_monai.inference.runtime import ONNX_CACHE_ENV, load_eager_network, load_runtime
-from tests.conftest import require_shared_data
+from tests.conftest import require_original_checkpoint, require_shared_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RELEASED = REPO_ROOT / "bundle" / "models" / "model.pt"
@@ -196,19 +196,20 @@ def test_the_predict_command_s_masks_are_the_viewer_s(image_files, tmp_path):
 def test_the_viewer_s_flags_are_the_predict_command_s_with_the_clean_up(tmp_path):
     """``LesionPredictor`` (the config's pipeline, image by image) and the ``BatchPredictor`` of ``open_predictor``
     measure the quality flags on the thresholded mask, before the clean-up: the same flags with
-    ``largest_component`` on. At threshold 0.2 the released weights (0.3.0) give IMD348 a second piece of 1866 pixels
-    that ``largest_component`` removes (``multiple_components``; 0.2.0's weights did so on IMD035); MONAI's clean-up
-    transforms change their input in place, so a flag read from the config's tensor after them had lost it."""
+    ``largest_component`` on. At threshold 0.2 the original implementation's 17-epoch checkpoint gives IMD162 a
+    second piece of 3249 pixels that ``largest_component`` removes (``multiple_components``, measured 2026-12-07);
+    MONAI's clean-up transforms change their input in place, so a flag read from the config's tensor after them had
+    lost it."""
     pytest.importorskip("onnxruntime")
     from egeunet_monai.inference import LesionPredictor, open_predictor
 
-    photos = [require_shared_data("ph2", "images", f"{i}.jpg") for i in ("IMD348", "IMD044", "IMD002")]
+    photos = [require_shared_data("ph2", "images", f"{i}.jpg") for i in ("IMD162", "IMD044", "IMD002")]
+    weights = require_original_checkpoint()
     overrides = {"largest_component": True, "threshold": 0.2}
-    command = open_predictor(RELEASED, output_dir=tmp_path / "cli", device="cpu", overrides=overrides)
-    config = LesionPredictor(RELEASED, output_dir=tmp_path / "config", device="cpu", overrides=overrides)
-    assert isinstance(command, BatchPredictor) and command.largest_component and command.threshold == 0.2
+    command = open_predictor(weights, output_dir=tmp_path / "cli", device="cpu", overrides=overrides)
+    config = LesionPredictor(weights, output_dir=tmp_path / "config", device="cpu", overrides=overrides)
     flags = {}
     for photo in photos:
         flags[photo.stem] = command.predict_one(photo).stats.flags
         assert config.predict(photo).stats.flags == flags[photo.stem], photo.name
-    assert flags["IMD348"] == ("touches_border", "multiple_components", "huge")
+    assert flags == {"IMD162": ("multiple_components",), "IMD044": ("touches_border",), "IMD002": ()}

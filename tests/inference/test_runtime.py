@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,8 @@ from egeunet_monai.inference.runtime import (
     load_eager_network,
     load_runtime,
 )
+from tests.conftest import REPO_ROOT, require_original_checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RELEASED = REPO_ROOT / "bundle" / "models" / "model.pt"
 RELEASED_TS = REPO_ROOT / "bundle" / "models" / "model.ts"
 # The accuracy contract of the default runtime: probabilities within 1e-4 of the eager network in float32.
@@ -66,16 +65,10 @@ def _probabilities(net, x: torch.Tensor, batch: int) -> torch.Tensor:
         return torch.cat([torch.sigmoid(net(x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
-def _original_checkpoint() -> Path:
-    from tests.conftest import require_shared_reference
-
-    return require_shared_reference("original_trained_isic2017_17ep.pth")
-
-
 @pytest.mark.parametrize("which", ["released .pt", "released .ts", "original checkpoint"])
 def test_default_runtime_is_onnx_runtime_within_the_accuracy_contract(which, real_images):
     pytest.importorskip("onnxruntime")
-    weights = {"released .pt": RELEASED, "released .ts": RELEASED_TS}.get(which) or _original_checkpoint()
+    weights = {"released .pt": RELEASED, "released .ts": RELEASED_TS}.get(which) or require_original_checkpoint()
     expected = _probabilities(load_eager_network(weights), real_images, 8)
     for threads in (1, 2):
         runtime = load_runtime(weights, threads=threads)

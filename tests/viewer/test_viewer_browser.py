@@ -20,7 +20,7 @@ import pytest
 from local_server import free_port, stop_process_group, wait_until_answering
 from PIL import Image
 
-from tests.conftest import REPO_ROOT, in_ci, require_shared_data
+from tests.conftest import in_ci, require_original_checkpoint, require_shared_data
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +62,9 @@ def _serve(weights: Path, log: Path, *options: str):
 
 @pytest.fixture(scope="module")
 def served_tta(tmp_path_factory):
-    """``egeunet-monai serve --tta`` with the released weights."""
-    yield from _serve(REPO_ROOT / "bundle" / "models" / "model.pt", tmp_path_factory.mktemp("serve_tta") / "log",
-                      "--tta")
+    """``egeunet-monai serve --tta`` with the original implementation's 17-epoch checkpoint (weights that never
+    change, so that the photograph below stays uncertain across releases)."""
+    yield from _serve(require_original_checkpoint(), tmp_path_factory.mktemp("serve_tta") / "log", "--tta")
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_a_corrupt_photo_shows_the_reason(page, cli_predictions):
 
 
 def test_with_tta_the_page_shows_the_uncertainty_and_the_flags(page, served_tta):
-    # ISIC_0000127 (validation split): the views disagree (uncertainty 0.66 with the released weights), two pieces
+    # ISIC_0000127: the views disagree (uncertainty 0.73, two pieces; measured 2026-12-07)
     photo = require_shared_data("isic2017_train_256", "images", "ISIC_0000127.jpg")
     page.goto(served_tta + "/")
     _upload(page, photo)
