@@ -30,8 +30,6 @@ DEFAULT_WEIGHTS = next(
     REPO_ROOT / "bundle" / "models" / "model.pt",
 )
 DEFAULT_TRAIN_DIR = SHARED / "data" / "isic2017_train_256"
-DEFAULT_PH2_DIR = SHARED / "data" / "ph2" / "images"
-MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
 ORIGINAL_CONV_MACS = 72_096_256  # the original implementation's convolutions, 1x3x256x256 (../shared/reference)
 
 
