@@ -338,7 +338,7 @@ def _tiny_train_parser(tmp_path: Path, **overrides):
 def test_large_lesion_repeats_lengthen_the_training_list_only(tmp_path: Path):
     """``--large_lesion_repeats 3``: each training image whose mask's lesion share is above ``large_lesion_share``
     is listed three times in the trained dataset; the split file, the validation list and ``train_images`` are those
-    of the default (1, off), and ``train_samples`` counts the longer list."""
+    of the default (1, off), ``train_samples`` counts the longer list, and each image is cached once."""
     import json
 
     from egeunet_monai.data import lesion_share
@@ -364,6 +364,11 @@ def test_large_lesion_repeats_lengthen_the_training_list_only(tmp_path: Path):
     tracked = on.get_parsed_content("train#tracked_params")
     assert (tracked["train_images"], tracked["train_samples"]) == (len(training), len(data))
     assert (tracked["large_lesion_repeats"], tracked["large_lesion_share"]) == (3, threshold)
+    # an image listed three times is cached once (CacheDataset's hash_as_key) and served at each of its indices
+    dataset = on.get_parsed_content("train#dataset")
+    assert (len(dataset), dataset.cache_num) == (len(data), len(training))
+    assert all(dataset[i]["image"].shape == dataset[0]["image"].shape for i in range(len(dataset)))
+    assert off.get_parsed_content("train#dataset").cache_num == len(training)
 
 
 def test_ema_off_by_default_attaches_nothing(tmp_path: Path):
