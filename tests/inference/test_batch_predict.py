@@ -208,6 +208,7 @@ def test_the_viewer_s_flags_are_the_predict_command_s_with_the_clean_up(tmp_path
     overrides = {"largest_component": True, "threshold": 0.2}
     command = open_predictor(weights, output_dir=tmp_path / "cli", device="cpu", overrides=overrides)
     config = LesionPredictor(weights, output_dir=tmp_path / "config", device="cpu", overrides=overrides)
+    assert isinstance(command, BatchPredictor) and command.largest_component and command.threshold == 0.2
     flags = {}
     for photo in photos:
         flags[photo.stem] = command.predict_one(photo).stats.flags
