@@ -194,13 +194,6 @@ def pytest_make_collect_report(collector: pytest.Collector):
     return report
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # tests that use the real data get the `shared_data` marker, so `-m "not shared_data"` deselects them
-    for item in items:
-        if {"shared_data_dir", "shared_reference_dir"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.shared_data)
-
-
 @pytest.fixture(scope="session")
 def mlflow_db_template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store with its tables made. Making them takes 10-60 s (MLflow's migrations), copying

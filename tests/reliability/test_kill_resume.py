@@ -23,7 +23,7 @@ from egeunet_monai.engines import latest_checkpoint
 
 from reliability_helpers import probe_overlay, tiny_training_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+pytestmark = pytest.mark.slow
 
 EPOCHS = 2
 ITERATIONS_PER_EPOCH = 2

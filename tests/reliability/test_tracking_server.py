@@ -25,7 +25,7 @@ import torch
 from local_server import free_port, stop_process_group, wait_until_answering
 from reliability_helpers import probe_overlay, tiny_training_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+pytestmark = pytest.mark.slow
 
 EXPERIMENT = "egeunet_skin_lesion_segmentation"
 SERVER_START_TIMEOUT_S = 300

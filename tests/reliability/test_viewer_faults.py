@@ -30,7 +30,7 @@ from PIL import Image
 from local_server import free_port, stop_process_group, wait_until_answering
 from reliability_helpers import bundle_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 420
 PH2_PHOTOS = ["IMD002.jpg", "IMD003.jpg"]
