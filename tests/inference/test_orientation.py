@@ -28,6 +28,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tests.conftest import require_original_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +96,8 @@ def released_masks(photos: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def original_checkpoint(shared_reference_dir: Path) -> Path:
-    return shared_reference_dir / "original_trained_isic2017_17ep.pth"
+def original_checkpoint() -> Path:
+    return require_original_checkpoint()
 
 
 @pytest.fixture(scope="module")

@@ -167,27 +167,12 @@ def monailabel_venv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle_weights(tmp_path_factory, shared_reference_dir_or_none) -> Path | None:
-    """The released weights (bundle/models/model.pt), given explicitly so that a local training's models/model.pt
-    does not change what is measured; without them, the original 17-epoch checkpoint converted."""
+def bundle_weights() -> Path:
+    """The released weights (bundle/models/model.pt, tracked in git), given explicitly so that a local training's
+    models/model.pt does not change what is measured."""
     released = REPO_ROOT / "bundle" / "models" / "model.pt"
-    if released.is_file():
-        return released
-    if shared_reference_dir_or_none is None:
-        _skip_or_fail("no models/model.pt in the repo and no ../shared/reference checkpoint to fall back on")
-    import torch
-
-    from egeunet_monai.networks import convert_original_state_dict
-
-    out = tmp_path_factory.mktemp("weights") / "model.pt"
-    torch.save(convert_original_state_dict(shared_reference_dir_or_none / "original_trained_isic2017_17ep.pth"), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def shared_reference_dir_or_none() -> Path | None:
-    ref = REPO_ROOT.parent / "shared" / "reference"
-    return ref if (ref / "original_trained_isic2017_17ep.pth").is_file() else None
+    assert released.is_file(), f"{released}: the released weights are missing from the checkout"
+    return released
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +209,7 @@ def app_dir(tmp_path_factory, monailabel_venv, bundle_weights) -> Path:
         "--monailabel-venv",
         str(monailabel_venv),
     ]
-    if bundle_weights is not None:
-        cmd += ["--weights", str(bundle_weights)]
+    cmd += ["--weights", str(bundle_weights)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"build_bundle.py failed:\n{proc.stdout}\n{proc.stderr}"
     assert (work / "dist" / MODEL / "configs" / "inference.json").is_file()

@@ -17,7 +17,7 @@ from egeunet_monai.networks import (
     load_original_state_dict,
     original_to_monai_key,
 )
-from tests.conftest import require_cpu_kernels
+from tests.conftest import require_cpu_kernels, require_original_checkpoint
 
 # Float64 against the original's float64 outputs, on probabilities (main and side outputs): measured <= 1.2e-13 on
 # Intel Xeon (AVX-512) under ATEN_CPU_CAPABILITY unset/avx2/default (and oneDNN capped at AVX2/SSE4.1), 1 and 2
@@ -119,8 +119,8 @@ def test_torchscript_script_and_trace_match_the_original(golden64):
             assert (torch.sigmoid(torch.jit.trace(ported64, x)(x)) - case["final_prob"]).abs().max() <= FLOAT64_TOL
 
 
-def test_loads_the_original_training_scripts_checkpoint(shared_reference_dir, tmp_path):
-    path = shared_reference_dir / "original_trained_isic2017_17ep.pth"
+def test_loads_the_original_training_scripts_checkpoint(tmp_path):
+    path = require_original_checkpoint()
     net = load_original_state_dict(EGEUNet(), path)
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert torch.equal(net.final_conv.weight, raw["final.weight"])

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from local_server import free_port, stop_process_group, wait_until_answering
 from reliability_helpers import bundle_env
+from tests.conftest import require_original_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +55,11 @@ def get(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def reference_weights(shared_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from egeunet_monai.networks.original_checkpoint import convert_original_state_dict
 
     path = tmp_path_factory.mktemp("weights") / "model.pt"
-    torch.save(convert_original_state_dict(shared_reference_dir / "original_trained_isic2017_17ep.pth"), path)
+    torch.save(convert_original_state_dict(require_original_checkpoint()), path)
     return path
 
 
