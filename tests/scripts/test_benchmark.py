@@ -49,3 +49,5 @@ def test_bundle_trainer_runs_the_bundle_as_a_user_does(shared_data_dir: Path, tm
 def test_size_counts_the_real_network():
     out = _run("scripts/benchmarks/size.py", "--matmul", "512")
     assert "| trainable parameters | 53,374 |" in out
+    # the original implementation's figure for its convolutions; nothing else has a multiply-add formula
+    assert "| multiply-adds per 1x3x256x256 image (forward) | 72,096,256 | convolutions 72,096,256 " in out

@@ -53,8 +53,9 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
     """GHPA: Hadamard products with learnable gates along the (H, W), (C, H) and (C, W) planes of three channel
     groups, a depth-wise conv on the fourth, then a depth-wise separable projection to ``out_channels``.
 
-    The gates do not depend on the input; in eval mode their resized, mixed maps are cached per spatial size
-    (call ``train()`` or ``clear_gate_cache()`` after changing parameters).
+    The gates do not depend on the input, but they are resized and mixed on every call, as in the original: a cache
+    of them in eval mode gave stale outputs after ``load_state_dict`` (and saved 2.6 ms per eager call at batch 1,
+    nothing at batch 8: docs/benchmarks.md, "Multiply-adds").
 
     Args:
         in_channels: input channels, divisible by 4.
@@ -84,15 +85,6 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
             nn.GELU(),
             nn.Conv2d(in_channels, out_channels, 1),
         )
-        self._gate_cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def train(self, mode: bool = True) -> GroupedMultiAxisHadamardAttention:
-        self._gate_cache = {}
-        return super().train(mode)
-
-    def clear_gate_cache(self) -> None:
-        """Forget the eval-mode gate maps (needed only if parameters change while in eval mode)."""
-        self._gate_cache = {}
 
     @staticmethod
     def _resize(gate: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -109,24 +101,10 @@ class GroupedMultiAxisHadamardAttention(nn.Module):
         zy = self.conv_zy(self._resize(self.params_zy, group, width).squeeze(0)).reshape(1, group, 1, width)
         return xy, zx, zy
 
-    @torch.jit.unused
-    def _cached_gate_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        height, width = int(x.shape[2]), int(x.shape[3])
-        # Cache only where nothing can need gradients or a graph: eval mode under no_grad, not exporting.
-        if self.training or torch.jit.is_tracing() or torch.is_grad_enabled():
-            return self.gate_maps(height, width)
-        key = f"{height}x{width}:{x.device}:{x.dtype}"  # str keys keep the module scriptable
-        if key not in self._gate_cache:
-            self._gate_cache[key] = tuple(g.to(x.dtype) for g in self.gate_maps(height, width))  # type: ignore
-        return self._gate_cache[key]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x)
         x1, x2, x3, x4 = torch.chunk(x, 4, dim=1)
-        if torch.jit.is_scripting():
-            gate_xy, gate_zx, gate_zy = self.gate_maps(x.shape[2], x.shape[3])
-        else:
-            gate_xy, gate_zx, gate_zy = self._cached_gate_maps(x)
+        gate_xy, gate_zx, gate_zy = self.gate_maps(x.shape[2], x.shape[3])
         x = torch.cat([x1 * gate_xy, x2 * gate_zx, x3 * gate_zy, self.dw(x4)], dim=1)
         return self.ldw(self.norm2(x))
 
