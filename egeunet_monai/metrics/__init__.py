@@ -8,7 +8,6 @@ from .per_image import (
     ThresholdedJaccard,
     ThresholdedJaccardMetric,
     per_image_scores,
-    summarize,
     thresholded_jaccard,
 )
 from .pooled import (
@@ -31,7 +30,6 @@ __all__ = [
     "binarize",
     "per_image_scores",
     "pooled_metrics",
-    "summarize",
     "thresholded_jaccard",
 ]
 

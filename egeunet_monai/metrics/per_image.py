@@ -18,7 +18,7 @@ For mean Dice during validation, use MONAI's ``monai.handlers.MeanDice`` on bina
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,7 +33,6 @@ __all__ = [
     "ThresholdedJaccard",
     "ThresholdedJaccardMetric",
     "per_image_scores",
-    "summarize",
     "thresholded_jaccard",
 ]
 
@@ -76,27 +75,6 @@ def per_image_scores(
     dice = compute_dice(pred, label, include_background=True, ignore_empty=False)[:, 0]
     iou = compute_iou(pred, label, include_background=True, ignore_empty=False)[:, 0]
     return {"dice": dice, "iou": iou, "thresholded_jaccard": thresholded_jaccard(iou, jaccard_threshold)}
-
-
-def summarize(per_image: Mapping[str, torch.Tensor | Sequence[float]]) -> dict[str, float]:
-    """Means over images of per-image scores, e.g. of :func:`per_image_scores` concatenated over batches.
-
-    Args:
-        per_image: score name -> per-image values (``"dice"``, ``"iou"``, ``"thresholded_jaccard"``, ...).
-
-    Returns:
-        ``{"mean_<name>": mean}`` for every entry; ``"mean_thresholded_jaccard"`` is the ISIC 2018 score.
-
-    Raises:
-        ValueError: when an entry has no values.
-    """
-    summary = {}
-    for name, values in per_image.items():
-        values_t = torch.as_tensor(values, dtype=torch.float64).flatten()
-        if values_t.numel() == 0:
-            raise ValueError(f"no per-image values for {name!r}.")
-        summary[f"mean_{name}"] = float(values_t.mean())
-    return summary
 
 
 class ThresholdedJaccardMetric(MeanIoU):

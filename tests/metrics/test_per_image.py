@@ -12,7 +12,6 @@ from egeunet_monai.metrics import (
     PooledConfusionMetric,
     ThresholdedJaccardMetric,
     per_image_scores,
-    summarize,
     thresholded_jaccard,
 )
 
@@ -89,7 +88,7 @@ def test_pooled_differs_from_per_image_mean() -> None:
     gt[1, 0, 0, 0:4] = 1
     pred[1, 0, 0, 2:6] = 1
 
-    summary = summarize(per_image_scores(pred, gt))
+    summary = {f"mean_{k}": float(v.mean()) for k, v in per_image_scores(pred, gt).items()}
     assert summary == {
         "mean_dice": pytest.approx((8 / 9 + 1 / 2) / 2),  # 25/36 = 0.694
         "mean_iou": pytest.approx((0.8 + 1 / 3) / 2),  # 17/30 = 0.567
@@ -103,13 +102,6 @@ def test_pooled_differs_from_per_image_mean() -> None:
     assert result["dsc"] == pytest.approx(84 / 98)  # 6/7 = 0.857: the big lesion dominates
     assert result["miou"] == pytest.approx(42 / 56)
     assert result["dsc"] - summary["mean_dice"] > 0.15
-
-
-def test_summarize() -> None:
-    per_image = {"dice": torch.tensor([1.0, 0.5, 0.0]), "thresholded_jaccard": [0.7, 0.0]}
-    assert summarize(per_image) == {"mean_dice": pytest.approx(0.5), "mean_thresholded_jaccard": pytest.approx(0.35)}
-    with pytest.raises(ValueError, match="no per-image values"):
-        summarize({"dice": torch.tensor([])})
 
 
 def test_threshold_on_probabilities() -> None:
@@ -152,6 +144,6 @@ def test_mean_dice_matches_monai_dice_metric() -> None:
     y = torch.cat([GT, GT, GT, empty])
     dice_metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False)
     dice_metric(y_pred, y)
-    ours = summarize(per_image_scores(y_pred, y))["mean_dice"]
+    ours = float(per_image_scores(y_pred, y)["dice"].mean())
     assert ours == pytest.approx((0.6 + 0 + 1 + 1) / 4)
     assert float(dice_metric.aggregate()) == pytest.approx(ours)
