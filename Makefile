@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
-	@# the C++ CPU kernels of egeunet_monai.accel, compiled once (about half a minute); without a compiler
+	@# the C++ CPU kernels of egeunet_monai.accel, compiled once (30-60 s); without a compiler
 	@# training runs the slower PyTorch operators instead
 	$(PY) -c "from egeunet_monai.accel import kernels; kernels.load()"
 	touch $@

@@ -67,8 +67,7 @@ def synthetic_inferred(synthetic_trained: SimpleNamespace) -> SimpleNamespace:
     synthetic_trained.infer_ts = check_ok(
         run_bundle("run", "--config_file", INFERENCE, "--bundle_root", ts_root,
                    "--input_path", synthetic_trained.inputs, "--output_dir", ts_root / "predictions",
-                   "--network", f"$torch.jit.load('{ts_path}', map_location=@device)",
-                   "--ckpt_path", "", "--handlers#0#_disabled_", "true", log_file=ts_root / "infer.log")
+                   "--ckpt_path", ts_path, "--runtime", "torchscript", log_file=ts_root / "infer.log")
     )
     synthetic_trained.ts_predictions = ts_root / "predictions"
     return synthetic_trained

@@ -50,8 +50,8 @@ ONNX_EXPORT = [
     "onnx_export", "network_def", "--filepath", "models/model.onnx", "--ckpt_file", "models/model.pt",
     "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
     "--use_trace", "True", "--input_shape", "[1, 3, 256, 256]",
-    "--converter_kwargs", "{'dynamo': False, 'opset_version': 17, 'input_names': ['image'], 'output_names': ['pred'], "
-    "'dynamic_axes': {'image': {0: 'batch'}, 'pred': {0: 'batch'}}}",
+    "--converter_kwargs", "{'dynamo': False, 'opset_version': 17, 'input_names': ['image'], 'output_names': ['logits'], "
+    "'dynamic_axes': {'image': {0: 'batch'}, 'logits': {0: 'batch'}}}",
 ]
 MULTI_GPU_EVALUATE = "['configs/train.json','configs/evaluate.json','configs/multi_gpu_evaluate.json']"
 
@@ -439,6 +439,9 @@ def test_metadata_follows_the_model_zoo():
     assert "optional_packages_version" not in meta
     required = meta["required_packages_version"]
     assert "egeunet-monai" not in required and PACKAGE not in required
+    # the default inference fills holes with MONAI's FillHolesd, whose scipy.ndimage MONAI imports only optionally
+    assert json.loads((REPO_ROOT / "configs" / "inference.json").read_text())["fill_holes"] is True
+    assert "scipy" in required
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert pred["num_channels"] == 1 and pred["value_range"] == [] and pred["dtype"] == "float32"
     # MONAI Label 0.8.5 (tasks/infer/bundle.py) makes its label map {name: int(key)} of channel_def, leaving out

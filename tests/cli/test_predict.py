@@ -168,13 +168,13 @@ def test_top_level_help_lists_every_subcommand():
          ["run", "evaluating", "--config_file",
           repr([f"{REPO_ROOT}/configs/train.json", f"{REPO_ROOT}/configs/evaluate.json"]),
           "--bundle_root", str(REPO_ROOT), "--dataset_dir", "d", "--ckpt_path", "m.pt"]),
-        (["export"],
+        (["export", "--ckpt", "m.pt"],
          ["ckpt_export", "network_def", "--filepath", f"{REPO_ROOT}/models/model.ts",
-          "--ckpt_file", f"{REPO_ROOT}/models/model.pt", "--meta_file", f"{REPO_ROOT}/configs/metadata.json",
+          "--ckpt_file", "m.pt", "--meta_file", f"{REPO_ROOT}/configs/metadata.json",
           "--config_file", f"{REPO_ROOT}/configs/inference.json", "--bundle_root", str(REPO_ROOT)]),
-        (["export", "--onnx", "--out", "/tmp/m.onnx"],
+        (["export", "--onnx", "--out", "/tmp/m.onnx", "--ckpt", "m.pt"],
          ["onnx_export", "network_def", "--filepath", "/tmp/m.onnx",
-          "--ckpt_file", f"{REPO_ROOT}/models/model.pt", "--meta_file", f"{REPO_ROOT}/configs/metadata.json",
+          "--ckpt_file", "m.pt", "--meta_file", f"{REPO_ROOT}/configs/metadata.json",
           "--config_file", f"{REPO_ROOT}/configs/inference.json", "--input_shape", "[1, 3, 256, 256]",
           "--use_trace", "True", "--converter_kwargs",
           "{'input_names': ['image'], 'output_names': ['logits'], 'opset_version': 17, 'dynamo': False, "
@@ -199,6 +199,18 @@ def test_evaluate_on_real_data_gets_the_default_weights_and_says_which(capsys):
     assert cmd[cmd.index("--ckpt_path") + 1] == default_weights(str(REPO_ROOT))
     args, extra = build_parser().parse_known_args(["evaluate"])
     assert "--ckpt_path" not in bundle_command(args, extra)
+
+
+def test_export_without_ckpt_exports_the_weights_predict_uses(capsys):
+    """models/model.pt is not in a checkout or an installed package: export then takes the released weights, as
+    predict does, and says which."""
+    from egeunet_monai.engines import default_weights
+
+    args, extra = build_parser().parse_known_args(["export"])
+    cmd = bundle_command(args, extra)
+    printed = capsys.readouterr().out
+    assert printed.startswith("weights: ") and printed.count("\n") == 1
+    assert cmd[cmd.index("--ckpt_file") + 1] == default_weights(str(REPO_ROOT))
 
 
 def test_serve_without_the_viewer_extra_names_it(monkeypatch, capsys):
