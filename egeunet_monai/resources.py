@@ -2,9 +2,10 @@
 """The MONAI bundle that ships inside the package: its configs, the released weights and the model card, so that
 ``egeunet-monai predict`` / ``serve`` / ``evaluate`` work from any folder of a plain ``pip install``.
 
-``egeunet_monai/_bundle/`` has the layout of a MONAI bundle (``configs/``, ``models/``, ``docs/``, ``LICENSE``). In the
-repository its entries are symbolic links to ``configs/`` and ``bundle/`` (each file is kept once in git); setuptools
-follows them, so a wheel holds the files themselves, and an editable install reads them through the links.
+``egeunet_monai/_bundle/`` has the layout of a MONAI bundle (``configs/``, ``models/``, ``docs/``, ``splits/``,
+``LICENSE``). In the repository its entries are symbolic links to ``configs/`` and ``bundle/`` (each file is kept once
+in git); setuptools follows them, so a wheel holds the files themselves, and an editable install reads them through
+the links.
 """
 
 from __future__ import annotations

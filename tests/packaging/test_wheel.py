@@ -40,7 +40,8 @@ EVAL_DICE_FLOOR = 0.70  # measured val_mean_dice 0.808 (IMD020 0.917, IMD040 0.7
 HEAVY_MODULES = ("mlflow", "starlette", "uvicorn", "matplotlib", "onnx", "onnxruntime")
 # the packaged bundle (egeunet_monai/_bundle/, links in git) and where each part comes from in the repository
 PACKAGED_SOURCES = {"configs": REPO_ROOT / "configs", "models": REPO_ROOT / "bundle" / "models",
-                    "docs": REPO_ROOT / "bundle" / "docs", "LICENSE": REPO_ROOT / "bundle" / "LICENSE"}
+                    "docs": REPO_ROOT / "bundle" / "docs", "splits": REPO_ROOT / "bundle" / "splits",
+                    "LICENSE": REPO_ROOT / "bundle" / "LICENSE"}
 
 
 def _pip(*args: object) -> str:
@@ -132,7 +133,7 @@ def test_the_wheel_holds_the_bundle_files_as_the_repository_has_them(installed):
             expected[rel] = path.read_bytes()
     assert sorted(packaged) == sorted(expected)
     assert {"configs/inference.json", "configs/logging.conf", "models/model.pt", "models/model.ts",
-            "models/SHA256SUMS", "docs/README.md", "LICENSE"} <= set(packaged)
+            "models/SHA256SUMS", "docs/README.md", "splits/isic2017_ph2_seed0.json", "LICENSE"} <= set(packaged)
     for rel, content in expected.items():
         assert packaged[rel] == content, f"egeunet_monai/_bundle/{rel} differs from the repository's"
 
