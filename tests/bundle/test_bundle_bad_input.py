@@ -86,6 +86,29 @@ def test_empty_folder(tmp_path: Path):
     )
 
 
+def test_inference_names_a_one_pixel_photo_and_keeps_the_masks_before_it(tmp_path: Path):
+    """A 1x1 photo once stopped the inference in MONAI's SaveImage ("cannot find a suitable writer", after its
+    batch); the reader now refuses it by name, as any unusable photo. The bundle command stops at the first such
+    photo (MONAI's evaluator has no skip; `egeunet-monai predict` goes on and lists it): the photos before it keep
+    their masks."""
+    import torch
+
+    from egeunet_monai.networks.nets import EGEUNet
+
+    photos = _dataset(tmp_path / "data") / "images"
+    tiny = photos / "zz_tiny.png"  # sorted last
+    Image.new("RGB", (1, 1), (120, 80, 60)).save(tiny)
+    weights = tmp_path / "weights.pt"
+    torch.save(EGEUNet(3, 1, channels=[8, 16, 24, 32, 48, 64], deep_supervision=True).state_dict(), weights)
+    out = tmp_path / "out"
+    result = run_bundle("run", "--config_file", INFERENCE, "--bundle_root", tmp_path / "bundle", "--input_path",
+                        photos, "--output_dir", out, "--ckpt_path", weights, "--batch_size", "1")
+    _fails_naming(result, tiny, r"too small to segment \(1x1 pixels")
+    assert "suitable writer" not in result.output
+    written = sorted(p.name for p in out.glob("*_mask.png"))
+    assert written == sorted(f"{p.stem}_mask.png" for p in photos.iterdir() if p != tiny), result.tail()
+
+
 @pytest.mark.slow
 def test_rgba_and_grayscale_photos_are_converted_with_a_warning(tmp_path: Path, mlflow_db_template: Path):
     data = _dataset(tmp_path / "data")

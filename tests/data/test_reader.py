@@ -218,6 +218,15 @@ def test_png_claiming_zero_width(tmp_path: Path) -> None:
     assert info.value.path == str(path)
 
 
+@pytest.mark.parametrize("width, height", [(1, 1), (1, 20), (20, 1)])
+def test_single_pixel_row_or_column_is_refused(tmp_path: Path, width: int, height: int) -> None:
+    path = tmp_path / f"tiny_{width}x{height}.png"
+    Image.new("RGB", (width, height), (120, 80, 60)).save(path)
+    with pytest.raises(DermoscopyInputError, match=rf"too small to segment \({width}x{height} pixels") as info:
+        load(path)
+    assert info.value.path == str(path)
+
+
 def test_decompression_bomb_is_refused_from_the_header(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(12000, 10000))  # 120 megapixels in 100 bytes: above our 100 MP default
