@@ -11,7 +11,9 @@ paths, whereas fire derives the help from a signature, parses arguments as Pytho
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib.util
+import re
 import shlex
 import subprocess
 import sys
@@ -350,7 +352,31 @@ def _run_bundle(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return 0
     if args.command == "export":
         Path(cmd[cmd.index("--filepath") + 1]).parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.call(cmd)
+    return _call_naming_input_errors(cmd, args.command)
+
+
+# MONAI reports a bad image or mask at the end of a long traceback, as "Failed to instantiate component ...": the
+# reader's own message (egeunet_monai.data.DermoscopyInputError, which names the file) is repeated as the last line
+_INPUT_ERROR = re.compile(r"DermoscopyInputError: (.+)")
+_STDERR_TAIL = 256 * 1024
+
+
+def _call_naming_input_errors(cmd: Sequence[str], command: str) -> int:
+    """Run ``cmd``, passing its stderr through as it comes (progress bars included); when it fails on a bad input
+    file, end with that file's message and exit status 1 (a crash on the way out, e.g. of threads still caching,
+    does not hide it)."""
+    decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE) as proc:
+        while chunk := proc.stderr.read1(65536):
+            text = decoder.decode(chunk)
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            tail = (tail + text)[-_STDERR_TAIL:]
+    found = _INPUT_ERROR.findall(tail) if proc.returncode != 0 else []
+    if found:
+        print(f"egeunet-monai {command}: error: {found[-1]}", file=sys.stderr)
+        return 1
+    return proc.returncode
 
 
 def _make_predictor(args: argparse.Namespace, **kwargs):
