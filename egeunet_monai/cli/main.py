@@ -408,9 +408,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from egeunet_monai.cli.predict import run_predict
+    from egeunet_monai.cli.predict import out_dir_problem, run_predict
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    problem = out_dir_problem(args.out)  # before the weights load: a wrong --out is known at once
+    if problem:
+        print(f"egeunet-monai predict: error: {problem}", file=sys.stderr)
+        return 2
     # the network gets one thread and the other cores decode, resize and write (runtime.py's measurements)
     predictor = _make_predictor(args, output_dir=args.out, save_probabilities=args.probabilities,
                                 save_overlays=args.overlay, tta=args.tta, threads=1, batch_size=args.batch_size,

@@ -7,6 +7,7 @@ import csv
 import math
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["CSV_COLUMNS", "CSV_NAME", "collect_inputs", "run_predict"]
+__all__ = ["CSV_COLUMNS", "CSV_NAME", "collect_inputs", "out_dir_problem", "run_predict"]
 
 CSV_NAME = "predictions.csv"
 CSV_COLUMNS = (
@@ -34,11 +35,18 @@ CSV_COLUMNS = (
     "error",
 )
 
+# the images predict writes next to the table (the predictors' masks, probabilities and overlays, --uncertainty-map):
+# a second run with --out the input folder must not take them for photographs
+_OUTPUT_STEM_SUFFIXES = ("_mask", "_prob", "_overlay", "_uncertainty")
+_MAX_NAMED = 3
 
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The image files named by ``inputs`` (files, or folders listed with ``egeunet_monai.data.list_images``), and
-    ``(input, reason)`` for each input that gives none: missing, not an image suffix, folder without images, or a
-    file whose name clashes with an earlier one (its outputs would overwrite the other's)."""
+
+def collect_inputs(inputs: Sequence[str | os.PathLike],
+                   notes: list[str] | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files named by ``inputs`` (files, or folders listed with ``egeunet_monai.data.list_images``, less
+    the files predict writes), and ``(input, reason)`` for each input that gives none: missing, not an image suffix,
+    folder without images, or a file whose name clashes with an earlier one (its outputs would overwrite the
+    other's). ``notes`` receives one line each for what a folder's scan passed over (:func:`_scan_notes`)."""
     from egeunet_monai.data import list_images
 
     files: list[Path] = []
@@ -49,7 +57,15 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
             found = [Path(d["image"]) for d in list_images(entry)]
         except (OSError, ValueError) as err:  # DermoscopyInputError is a ValueError
             failed.append((os.fspath(entry), _reason(err, entry)))
-            continue
+            found = []
+        folder = Path(os.fspath(entry)).expanduser()
+        if folder.is_dir():  # a file given by name is always taken, whatever its name
+            if notes is not None:
+                notes += _scan_notes(folder, found)
+            photos = [path for path in found if not _is_output(path)]
+            if found and not photos:
+                failed.append((os.fspath(entry), "no images besides the files predict writes"))
+            found = photos
         for path in found:
             if path.stem in by_stem:
                 if by_stem[path.stem] != path:
@@ -59,6 +75,57 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
             by_stem[path.stem] = path
             files.append(path)
     return files, failed
+
+
+def _is_output(path: Path) -> bool:
+    return path.name == CSV_NAME or (path.suffix.lower() == ".png" and path.stem.endswith(_OUTPUT_STEM_SUFFIXES))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _named(paths: Sequence[Path]) -> str:
+    return ", ".join(p.name for p in paths[:_MAX_NAMED]) + (", ..." if len(paths) > _MAX_NAMED else "")
+
+
+def _scan_notes(folder: Path, found: Sequence[Path]) -> list[str]:
+    """One line each for what the scan of ``folder`` (``found``: what ``list_images`` took) passed over: the files
+    predict writes, and files of other formats and subfolders, which would otherwise vanish without a word."""
+    from egeunet_monai.data import IMAGE_SUFFIXES
+
+    scanned = found[0].parent if found else folder  # list_images takes images/ when the folder has no photos
+    entries = sorted(p for p in scanned.iterdir() if not p.name.startswith("."))
+    outputs = [p for p in entries if p.is_file() and _is_output(p)]
+    others = [p for p in entries if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and p not in outputs]
+    subfolders = [p for p in entries if p.is_dir() and (found or p.name != "images")]
+    notes = []
+    if outputs:
+        notes.append(f"{folder}: left out {_count(len(outputs), 'file')} that predict writes ({_named(outputs)}): "
+                     "outputs of an earlier run, not photographs; name a file to segment it anyway")
+    skipped = []
+    if others:
+        skipped.append(f"skipped {_count(len(others), 'file')} not supported ({_named(others)}; supported: "
+                       f"{', '.join(IMAGE_SUFFIXES)})")
+    if subfolders:
+        skipped.append(f"subfolders are not searched ({_named(subfolders)})")
+    if skipped:
+        notes.append(f"{folder}: " + "; ".join(skipped))
+    return notes
+
+
+def out_dir_problem(out_dir: Path) -> str | None:
+    """Why predict cannot write into ``out_dir``, as one line naming it, else None; makes the folder when missing.
+    Checked by writing a temporary file: before the network runs, not once per image and then at the table."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out {out_dir}: not a folder (a file of that name exists)"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        return f"--out {out_dir}: cannot write files there ({err.strerror or err})"
+    return None
 
 
 def _reason(err: BaseException, path: str | os.PathLike) -> str:
@@ -114,20 +181,29 @@ def _format_flags(flags) -> str:
 def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, overlay: bool = False,
                 progress: bool = True, uncertainty_map: bool = False) -> int:
     """Segment every image of ``inputs`` with ``predictor`` (from :func:`~egeunet_monai.inference.open_predictor`,
-    writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed.
+    writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed, 2
+    if ``out_dir`` cannot be written (:func:`out_dir_problem`, checked first).
 
     A :class:`~egeunet_monai.inference.BatchPredictor` runs as a pipeline (decoding, batched network calls and
     writing overlap; it writes the overlays itself when made with ``save_overlays``); a
     :class:`~egeunet_monai.inference.LesionPredictor` (test-time augmentation) goes image by image, and with
     ``uncertainty_map`` also writes ``<id>_uncertainty.png`` (:func:`uncertainty_map_png` of the probability)."""
+    problem = out_dir_problem(Path(out_dir))
+    if problem:
+        print(f"egeunet-monai predict: error: {problem}", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     from egeunet_monai.inference.batch import BatchPredictor
 
-    files, failed = collect_inputs(inputs)
+    notes: list[str] = []
+    files, failed = collect_inputs(inputs, notes)
     rows: list[dict] = [{"image": name, "status": "failed", "error": why} for name, why in failed]
+    for line in notes:
+        print(line, file=sys.stderr)
     for name, why in failed:
         print(f"FAILED {name}: {why}", file=sys.stderr)
+    empty_folders = [name for name, _ in failed if Path(name).expanduser().is_dir()]  # no image, so not counted
 
     bar = tqdm(total=len(files), desc="segmenting", unit="image", disable=not progress or not files, file=sys.stderr)
 
@@ -181,7 +257,11 @@ def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, o
         writer.writerows(rows)
 
     done = sum(r["status"] == "ok" for r in rows)
-    print(f"Segmented {done} of {done + len(failed)} images into {out_dir} (table: {csv_path}).")
+    images = done + len(failed) - len(empty_folders)
+    if images or not empty_folders:
+        print(f"Segmented {done} of {images} images into {out_dir} (table: {csv_path}).")
+    else:
+        print(f"No image to segment: none found in {', '.join(empty_folders)} (table: {csv_path}).")
     if failed:
         print(f"{len(failed)} failed:", file=sys.stderr)
         for name, why in failed:
