@@ -306,9 +306,17 @@ def open_predictor(
             network = config_network(parser)
     elif not flag(settings["tta"], "tta"):
         # a cached ONNX export runs without importing PyTorch (open_runtime), else load_runtime's choice
-        network = open_runtime(settings["weights"], settings["runtime"] or "auto",
-                               threads=threads if threads is not None else settings["runtime_threads"],
-                               device=settings["device"], image_size=settings["image_size"])
+        try:
+            network = open_runtime(settings["weights"], settings["runtime"] or "auto",
+                                   threads=threads if threads is not None else settings["runtime_threads"],
+                                   device=settings["device"], image_size=settings["image_size"])
+        except Exception as err:
+            # open_runtime opens an .onnx file itself, without load_runtime's checks: say what load_runtime says
+            if Path(settings["weights"]).suffix.lower() != ".onnx" or _user_error_in(err) is not None:
+                raise
+            from egeunet_monai.inference.runtime import not_an_onnx_model
+
+            raise not_an_onnx_model(Path(settings["weights"]), err) from err
     if flag(settings["tta"], "tta"):
         return LesionPredictor(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
                                overrides)
@@ -326,11 +334,16 @@ def open_predictor(
 
 
 def _check_weights_argument(weights) -> None:
+    # runtime._check_weights's checks, without importing PyTorch
+    if weights is not None and Path(weights).is_dir():
+        raise ValueError(f"{weights} is a folder, not a weights file.")
     suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
     if suffix not in WEIGHT_SUFFIXES:
         raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: weights file not found.")
+    if weights is not None and Path(weights).stat().st_size == 0:
+        raise ValueError(f"{weights} is empty (0 bytes).")
 
 
 class LesionPredictor:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -71,22 +72,52 @@ WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, ".ts", ".onnx")
 
 def _check_weights(weights: str | os.PathLike) -> Path:
     path = Path(weights)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a weights file.")
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise ValueError(f"{path}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes).")
     return path
+
+
+def _first_sentence(err: BaseException) -> str:
+    # PyTorch's messages go on with advice ("internal miniz error", "re-run with weights_only=False"): not ours
+    return str(err).split("WeightsUnpickler error: ")[-1].split(". ")[0].split("\n")[0].rstrip(".")
+
+
+def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in recent PyTorch: nothing a user of the fall-back can act on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as err:
+        raise ValueError(f"{path} is not a TorchScript archive (torch.jit.load: {_first_sentence(err)}).") from err
+
+
+def not_an_onnx_model(path: Path, err: Exception) -> ValueError:
+    """The error for an ``.onnx`` file that ONNX Runtime does not open (``err``), in one line."""
+    # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from <path> failed:Protobuf parsing failed."
+    reason = str(err).split(" : ")[-1].split("failed:", 1)[-1].strip().rstrip(".")
+    return ValueError(f"{path} is not an ONNX model that ONNX Runtime can run ({type(err).__name__}: {reason}).")
 
 
 def _state_dict_of(path: Path) -> Mapping[str, torch.Tensor]:
     if path.suffix.lower() == ".ts":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        return _load_torchscript(path).state_dict()
     try:
+        # weights_only=True is deliberate (a checkpoint runs no code), so PyTorch's advice to drop it is left out
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({err}).") from err
+        with open(path, "rb") as f:
+            pickle = f.read(1) == b"\x80"  # torch.save writes a zip archive, or a pickle (protocol 2) before 1.6
+        if not (pickle or zipfile.is_zipfile(path)):
+            raise ValueError(f"{path}: cannot be read, it is not a PyTorch checkpoint (neither a zip archive nor a "
+                             "pickle).") from err
+        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({_first_sentence(err)}).") from err
     # MONAI's CheckpointSaver writes {"model": state_dict, "optimizer": ..., ...}
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
@@ -273,7 +304,9 @@ def load_runtime(
                 onnx_file = path if suffix == ".onnx" else cached_onnx_export(path, network, image_size, cache_dir)
                 net = _onnx_session(onnx_file, threads)
             except Exception as err:
-                if runtime == "onnxruntime" or suffix == ".onnx":
+                if suffix == ".onnx":
+                    raise not_an_onnx_model(path, err) from err
+                if runtime == "onnxruntime":
                     raise
                 why_torch = f"the ONNX export could not be made or run ({type(err).__name__}: {err})"
             else:
@@ -281,12 +314,11 @@ def load_runtime(
 
     if runtime in ("auto", "torchscript"):
         try:
-            with warnings.catch_warnings():
-                # TorchScript is deprecated in recent PyTorch: nothing a user of the fall-back can act on
-                warnings.simplefilter("ignore", DeprecationWarning)
-                if suffix == ".ts":
-                    net = torch.jit.load(str(path), map_location=device)
-                else:
+            if suffix == ".ts":
+                net = _load_torchscript(path).to(device)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # as in _load_torchscript
                     net = torch.jit.script(load_eager_network(path, network)).to(device)
         except Exception as err:
             if runtime == "torchscript":
