@@ -126,9 +126,9 @@ def _open_decoded(fname: str, max_pixels: int | None, open_kwargs: dict) -> Imag
         width, height = img.size
         if width <= 0 or height <= 0:
             raise DermoscopyInputError(fname, f"zero-size image ({width}x{height} pixels)")
-        if width < 2 or height < 2:
-            # a single row or column of pixels is no photograph; MONAI's SaveImage cannot write a 1x1 mask back
-            raise DermoscopyInputError(fname, f"too small to segment ({width}x{height} pixels; at least 2x2)")
+        if width == height == 1:
+            # nothing to segment, and MONAI's SaveImage cannot write a 1x1 mask back (it squeezes it to a scalar)
+            raise DermoscopyInputError(fname, "too small to segment (1x1 pixels: a single pixel)")
         # checked from the header, before decoding: a tiny file can claim billions of pixels
         if max_pixels is not None and width * height > max_pixels:
             raise DermoscopyInputError(
