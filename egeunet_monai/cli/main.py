@@ -173,8 +173,9 @@ def _add_tta(sub: argparse.ArgumentParser) -> None:
         "--tta",
         action="store_true",
         default=None,
-        help="test-time augmentation: average the eight flips/rotations of each image (8x the time; with the released "
-        "weights pooled DSC -0.002 on the ISIC validation split, see the model card) and report each image's uncertainty and the low_confidence flag",
+        help="test-time augmentation: average the eight flips/rotations of each image (8x the time; with the "
+        "released weights pooled DSC -0.002 on the ISIC validation split, see the model card) and report each "
+        "image's uncertainty and the low_confidence flag",
     )
 
 
