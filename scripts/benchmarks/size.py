@@ -56,7 +56,8 @@ def main(argv=None) -> None:
          f"convolutions {conv_macs:,} (the original's: {ORIGINAL_CONV_MACS:,})"],
         [f"float32 matmul {n}x{n}, {torch.get_num_threads()} threads", f"{rate / 1e9:.1f} GMAC/s", "median of 5, wall clock"],
         ["inference bound at that rate", f"{rate / forward_macs:,.0f} img/s", ""],
-        ["training bound at that rate (3x the forward)", f"{rate / (3 * forward_macs):,.0f} img/s", f"{os.cpu_count()} cores"],
+        ["training bound at that rate (3x the forward)", f"{rate / (3 * forward_macs):,.0f} img/s",
+         f"{os.cpu_count()} cores"],
     ]  # fmt: skip
     print(markdown(["quantity", "value", "note"], rows))
 

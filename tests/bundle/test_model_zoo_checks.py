@@ -50,8 +50,8 @@ ONNX_EXPORT = [
     "onnx_export", "network_def", "--filepath", "models/model.onnx", "--ckpt_file", "models/model.pt",
     "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
     "--use_trace", "True", "--input_shape", "[1, 3, 256, 256]",
-    "--converter_kwargs", "{'dynamo': False, 'opset_version': 17, 'input_names': ['image'], 'output_names': ['logits'], "
-    "'dynamic_axes': {'image': {0: 'batch'}, 'logits': {0: 'batch'}}}",
+    "--converter_kwargs", "{'dynamo': False, 'opset_version': 17, 'input_names': ['image'], "
+    "'output_names': ['logits'], 'dynamic_axes': {'image': {0: 'batch'}, 'logits': {0: 'batch'}}}",
 ]
 MULTI_GPU_EVALUATE = "['configs/train.json','configs/evaluate.json','configs/multi_gpu_evaluate.json']"
 
