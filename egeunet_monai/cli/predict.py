@@ -181,17 +181,13 @@ def _format_flags(flags) -> str:
 def run_predict(predictor, inputs: Sequence[str | os.PathLike], out_dir: Path, overlay: bool = False,
                 progress: bool = True, uncertainty_map: bool = False) -> int:
     """Segment every image of ``inputs`` with ``predictor`` (from :func:`~egeunet_monai.inference.open_predictor`,
-    writing into ``out_dir``), write ``predictions.csv`` and print a summary; the exit code is 1 if any failed, 2
-    if ``out_dir`` cannot be written (:func:`out_dir_problem`, checked first).
+    writing into ``out_dir``, which the caller has checked with :func:`out_dir_problem`), write ``predictions.csv``
+    and print a summary; the exit code is 1 if any failed.
 
     A :class:`~egeunet_monai.inference.BatchPredictor` runs as a pipeline (decoding, batched network calls and
     writing overlap; it writes the overlays itself when made with ``save_overlays``); a
     :class:`~egeunet_monai.inference.LesionPredictor` (test-time augmentation) goes image by image, and with
     ``uncertainty_map`` also writes ``<id>_uncertainty.png`` (:func:`uncertainty_map_png` of the probability)."""
-    problem = out_dir_problem(Path(out_dir))
-    if problem:
-        print(f"egeunet-monai predict: error: {problem}", file=sys.stderr)
-        return 2
     from tqdm import tqdm
 
     from egeunet_monai.inference.batch import BatchPredictor

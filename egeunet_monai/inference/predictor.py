@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from egeunet_monai.inference.ort_session import ONNX_INSTALL_HINT
+from egeunet_monai.inference.weights_file import check_weights_file, not_an_onnx_model
 
 __all__ = [
     "ONNX_INSTALL_HINT",
@@ -25,8 +26,6 @@ __all__ = [
     "load_photo",
     "open_predictor",
 ]
-
-WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
 
 
 def default_bundle_root() -> Path:
@@ -164,9 +163,8 @@ def inference_config(
         parser["runtime"] = runtime
     for key, value in (overrides or {}).items():
         parser[key] = value
-    _check_weights_argument(weights)
     if weights is not None:
-        parser["ckpt_path"] = os.fspath(weights)
+        parser["ckpt_path"] = os.fspath(check_weights_file(weights))
     return parser
 
 
@@ -293,7 +291,8 @@ def open_predictor(
     config_file = configs_dir(root) / "inference.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: inference config not found (pass --bundle-root).")
-    _check_weights_argument(weights)
+    if weights is not None:
+        check_weights_file(weights)
     settings = _batch_settings(config_file, root, weights, device, tta, runtime, overrides)
     if settings is None:  # an edited config with expressions: MONAI's parser resolves it
         parser = inference_config(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
@@ -314,8 +313,6 @@ def open_predictor(
             # open_runtime opens an .onnx file itself, without load_runtime's checks: say what load_runtime says
             if Path(settings["weights"]).suffix.lower() != ".onnx" or _user_error_in(err) is not None:
                 raise
-            from egeunet_monai.inference.runtime import not_an_onnx_model
-
             raise not_an_onnx_model(Path(settings["weights"]), err) from err
     if flag(settings["tta"], "tta"):
         return LesionPredictor(weights, root, config_file, output_dir, save_probabilities, device, tta, runtime,
@@ -331,19 +328,6 @@ def open_predictor(
         fill_holes=flag(settings["fill_holes"], "fill_holes"),
         largest_component=flag(settings["largest_component"], "largest_component"),
     )
-
-
-def _check_weights_argument(weights) -> None:
-    # runtime._check_weights's checks, without importing PyTorch
-    if weights is not None and Path(weights).is_dir():
-        raise ValueError(f"{weights} is a folder, not a weights file.")
-    suffix = Path(weights).suffix.lower() if weights is not None else ".pt"
-    if suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{weights}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
-    if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(f"{weights}: weights file not found.")
-    if weights is not None and Path(weights).stat().st_size == 0:
-        raise ValueError(f"{weights} is empty (0 bytes).")
 
 
 class LesionPredictor:

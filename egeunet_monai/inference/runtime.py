@@ -52,6 +52,7 @@ from egeunet_monai.inference.ort_session import (
     onnx_reason,
     session_options,
 )
+from egeunet_monai.inference.weights_file import check_weights_file, not_an_onnx_model
 from egeunet_monai.threads import ThreadPoolOwner
 
 __all__ = [
@@ -66,21 +67,6 @@ __all__ = [
 ]
 
 RUNTIMES = ("auto", "onnxruntime", "torchscript", "eager")
-TORCH_SUFFIXES = (".pt", ".pth")
-WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, ".ts", ".onnx")
-
-
-def _check_weights(weights: str | os.PathLike) -> Path:
-    path = Path(weights)
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a weights file.")
-    if path.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{path}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)}.")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found.")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty (0 bytes).")
-    return path
 
 
 def _first_sentence(err: BaseException) -> str:
@@ -96,13 +82,6 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
             return torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as err:
         raise ValueError(f"{path} is not a TorchScript archive (torch.jit.load: {_first_sentence(err)}).") from err
-
-
-def not_an_onnx_model(path: Path, err: Exception) -> ValueError:
-    """The error for an ``.onnx`` file that ONNX Runtime does not open (``err``), in one line."""
-    # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from <path> failed:Protobuf parsing failed."
-    reason = str(err).split(" : ")[-1].split("failed:", 1)[-1].strip().rstrip(".")
-    return ValueError(f"{path} is not an ONNX model that ONNX Runtime can run ({type(err).__name__}: {reason}).")
 
 
 def _state_dict_of(path: Path) -> Mapping[str, torch.Tensor]:
@@ -139,7 +118,7 @@ def load_eager_network(weights: str | os.PathLike, network: nn.Module | None = N
     """
     from egeunet_monai.networks import EGEUNet, OriginalCheckpointError, load_original_state_dict
 
-    path = _check_weights(weights)
+    path = check_weights_file(weights)
     if path.suffix.lower() == ".onnx":
         raise ValueError(f"{path}: an ONNX file runs with ONNX Runtime only; there is no PyTorch network in it.")
     net = (network if network is not None else EGEUNet()).cpu()
@@ -179,7 +158,7 @@ def cached_onnx_export(
     """
     from egeunet_monai.export import export_onnx
 
-    path = _check_weights(weights)
+    path = check_weights_file(weights)
     height, width = (int(s) for s in image_size)
     target = cached_onnx_path(path, (height, width), cache_dir)
     if target.is_file():
@@ -282,7 +261,7 @@ def load_runtime(
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
-    path = _check_weights(weights)
+    path = check_weights_file(weights)
     device = torch.device(device)
     suffix = path.suffix.lower()
     if suffix == ".onnx" and runtime not in ("auto", "onnxruntime"):
