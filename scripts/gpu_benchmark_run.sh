@@ -8,15 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_benchmark_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    > "$OUT/pip.txt" 2>&1 || { tail -20 "$OUT/pip.txt"; exit 1; }
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-{
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-    nproc
-    python3 -c "import sys, torch, monai, ignite, mlflow; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name(0), 'MONAI', monai.__version__, 'ignite', ignite.__version__, 'mlflow', mlflow.__version__)"
-} 2>&1 | tee "$OUT/machine.txt"
+. scripts/device_env.sh
 timeout "${BENCH_TIMEOUT_S:-470}" python3 scripts/benchmark_gpu.py --train-dir .device_data/isic2017_train_256 \
     --out "$OUT/benchmark_gpu.md" --json "$OUT/benchmark_gpu.json" "$@" > "$OUT/log.txt" 2>&1
 rc=$?
