@@ -10,7 +10,8 @@ external test (docs/recipes.md: the seed alone moves the PH2 pooled DSC by up to
 Each seed trains in ``<work>/<name>_s<seed>`` (``--work``, default ``--out``) with ``--val_fraction 0.1 --seed S
 --resume true`` and the arguments after ``--``; when it ends, its ``models/model.pt``, ``runs/datalist_split.json``
 and the last lines of its log are copied to ``<out>/<name>_s<seed>/`` and a row is added to ``<out>/seeds.tsv``
-(seed, exit status, minutes, best epoch and validation mean Dice as the log reports them). On a lent GPU machine
+(seed, exit status, minutes, and the best epoch and its validation mean Dice as the run's last checkpoint records
+them). On a lent GPU machine
 (scripts/gpu_seeds_run.sh) ``--work`` is a local folder and ``--out`` the folder that comes back, so a run cut short
 still returns every finished seed. Then test each model here:
 ``python scripts/evaluation_report.py --data ../shared/data/ph2 --weights <out>/<name>_s<seed>/model.pt --out ...``.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# MONAI's "Key metric: val_mean_dice best value: 0.8978... at epoch: 33"
-_BEST = re.compile(r"Key metric: val_mean_dice best value: ([0-9.]+) at epoch: (\d+)")
 _LOG_TAIL_CHARS = 20_000
 
 
@@ -59,10 +57,16 @@ def training_command(args: argparse.Namespace, seed: int, bundle_root: Path, bun
             "--bundle_root", str(bundle_root), "--run_name", bundle_root.name, "--resume", "true", *bundle_args]
 
 
-def best_epoch(log: str) -> tuple[str, str]:
-    """(epoch, validation mean Dice) of the last best-metric line of a training log, or ("", "")."""
-    found = _BEST.findall(log)
-    return (found[-1][1], found[-1][0]) if found else ("", "")
+def best_epoch(bundle_root: Path) -> tuple[str, str]:
+    """(epoch, validation mean Dice) of the best epoch, from the ``validation_best`` of the run's last training
+    checkpoint (``runs/checkpoints/``), or ("", "") when there is none (no checkpoint, no selection split)."""
+    import torch
+
+    from egeunet_monai.engines import latest_checkpoint
+
+    path = latest_checkpoint(str(bundle_root / "runs" / "checkpoints"))
+    best = torch.load(path, map_location="cpu", weights_only=True).get("validation_best") if path else None
+    return (str(best["best_metric_epoch"]), str(best["best_metric"])) if best else ("", "")
 
 
 def train_seed(args: argparse.Namespace, seed: int, bundle_args: list[str], table_lock: threading.Lock) -> int:
@@ -79,10 +83,10 @@ def train_seed(args: argparse.Namespace, seed: int, bundle_args: list[str], tabl
     kept = args.out / name
     kept.mkdir(parents=True, exist_ok=True)
     for produced in (bundle_root / "models" / "model.pt", bundle_root / "runs" / "datalist_split.json"):
-        if produced.is_file() and produced.parent != kept:
+        if produced.is_file():
             shutil.copy2(produced, kept / produced.name)
     (kept / "train_log_tail.txt").write_text(log_text[-_LOG_TAIL_CHARS:], encoding="utf-8")
-    epoch, dice = best_epoch(log_text)
+    epoch, dice = best_epoch(bundle_root)
     with table_lock:
         table = args.out / "seeds.tsv"
         new = not table.is_file()
